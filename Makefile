@@ -1,0 +1,40 @@
+# zistboom — two commands: `make run` and `make test`. Each sets itself up (.venv, dependencies).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-sqlite test-postgres setup bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/zistboom run
+
+# The whole suite on the embedded SQLite default, then the same suite on PostgreSQL when
+# ZISTBOOM_TEST_DATABASE_URL is set (.ci/run sets it).
+test: $(STAMP)
+	bash tools/ensure-browser.sh
+	$(MAKE) --no-print-directory test-sqlite
+	@if [ -n "$$ZISTBOOM_TEST_DATABASE_URL" ]; then $(MAKE) --no-print-directory test-postgres; \
+	  else echo "ZISTBOOM_TEST_DATABASE_URL not set: PostgreSQL run skipped"; fi
+
+test-sqlite: $(STAMP)
+	env -u ZISTBOOM_TEST_DATABASE_URL $(BIN)/pytest -q
+
+test-postgres: $(STAMP)
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/gateway.py
+
+clean:
+	rm -rf var .pytest_cache

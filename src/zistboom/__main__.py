@@ -1,0 +1,3 @@
+from zistboom.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""One-window licensing: the licence lifecycle as a state machine, every change audited.
+
+Actions and the status changes they make::
+
+    apply      (new)                   -> pending
+    review     pending                 -> pending        (a reviewer's note)
+    grant      pending                 -> active
+    reject     pending                 -> rejected
+    suspend    active                  -> suspended
+    reinstate  suspended               -> active
+    revoke     pending|active|suspended-> revoked
+    renew      active|suspended|expired-> active|suspended|active  (new valid_until)
+    expire     active|suspended        -> expired        (validity over; done by :func:`expire_due`)
+
+Each call writes one :class:`~zistboom.registry.models.LicenceEvent` (actor, reason, optional
+evidence) and bumps the registry version so gateways reroute within their refresh interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from zistboom.registry import models as m
+from zistboom.registry.db import utcnow
+from zistboom.registry.snapshot import bump_version
+
+TRANSITIONS: dict[str, dict[str, str]] = {
+    "review": {"pending": "pending"},
+    "grant": {"pending": "active"},
+    "reject": {"pending": "rejected"},
+    "suspend": {"active": "suspended"},
+    "reinstate": {"suspended": "active"},
+    "revoke": {"pending": "revoked", "active": "revoked", "suspended": "revoked"},
+    "renew": {"active": "active", "suspended": "suspended", "expired": "active"},
+    "expire": {"active": "expired", "suspended": "expired"},
+}
+ACTIONS = ("apply", *TRANSITIONS)
+
+
+class LicensingError(ValueError):
+    """A licensing request that cannot be carried out.
+
+    Attributes:
+        code: machine-readable code (``not_found``, ``invalid_transition``, ``invalid_scope``,
+            ``invalid_validity``, ``unknown_province``, ``unknown_operator``...).
+        message_fa / message_en: what a person should read.
+        http_status: 404 for unknown objects, 409 for a transition not allowed from the current
+            status, 422 for bad fields.
+    """
+
+    def __init__(self, code: str, message_fa: str, message_en: str, http_status: int = 422):
+        super().__init__(message_en)
+        self.code = code
+        self.message_fa = message_fa
+        self.message_en = message_en
+        self.http_status = http_status
+
+
+def _record(session: Session, lic: m.Licence, action: str, before: str | None, actor: str,
+            reason: str, evidence: dict[str, Any] | None, at: datetime | None = None) -> m.LicenceEvent:
+    ev = m.LicenceEvent(
+        licence_id=lic.id, action=action, from_status=before, to_status=lic.status,
+        actor=actor, reason=reason or "", evidence=evidence, at=at or utcnow(),
+    )
+    session.add(ev)
+    return ev
+
+
+def apply(session: Session, *, operator_id: str, service_id: str | None = None, cluster_id: str | None = None,
+          provinces: Iterable[str], valid_from: datetime, valid_until: datetime, sla_target: float = 0.995,
+          actor: str, reason: str = "") -> m.Licence:
+    """File a licence application (status ``pending``) and audit it.
+
+    Args:
+        provinces: ISO 3166-2 codes the operator asks to serve (at least one).
+        valid_from / valid_until: aware datetimes; ``valid_until > valid_from``.
+        sla_target: contracted availability as a fraction in (0, 1).
+    Raises:
+        LicensingError: unknown operator/service/cluster/province (404/422), not exactly one of
+            service/cluster, bad validity window or SLA (422).
+    """
+    if (service_id is None) == (cluster_id is None):
+        raise LicensingError("invalid_scope", "مجوز باید دقیقاً برای یک خدمت یا یک خوشه باشد.",
+                             "A licence covers exactly one service or one cluster.")
+    if session.get(m.Operator, operator_id) is None:
+        raise LicensingError("unknown_operator", f"اپراتور «{operator_id}» پیدا نشد.",
+                             f"Operator {operator_id!r} not found.", 404)
+    if service_id is not None and session.get(m.Service, service_id) is None:
+        raise LicensingError("unknown_service", f"خدمت «{service_id}» پیدا نشد.", f"Service {service_id!r} not found.", 404)
+    if cluster_id is not None and session.get(m.Cluster, cluster_id) is None:
+        raise LicensingError("unknown_cluster", f"خوشهٔ «{cluster_id}» پیدا نشد.", f"Cluster {cluster_id!r} not found.", 404)
+    codes = sorted(set(provinces))
+    if not codes:
+        raise LicensingError("no_province", "دست‌کم یک استان لازم است.", "At least one province is required.")
+    known = set(session.scalars(select(m.Province.code).where(m.Province.code.in_(codes))))
+    unknown = [c for c in codes if c not in known]
+    if unknown:
+        raise LicensingError("unknown_province", f"استان ناشناخته: {', '.join(unknown)}",
+                             f"Unknown province code(s): {', '.join(unknown)}")
+    if valid_from.tzinfo is None or valid_until.tzinfo is None or valid_until <= valid_from:
+        raise LicensingError("invalid_validity", "تاریخ پایان اعتبار باید پس از تاریخ شروع باشد.",
+                             "valid_until must be after valid_from (both with a time zone).")
+    if not 0 < sla_target < 1:
+        raise LicensingError("invalid_sla", "سطح توافق خدمت باید عددی بین ۰ و ۱ باشد.", "sla_target must be in (0, 1).")
+    lic = m.Licence(operator_id=operator_id, service_id=service_id, cluster_id=cluster_id,
+                    valid_from=valid_from, valid_until=valid_until, status="pending", sla_target=sla_target)
+    lic.province_links = [m.LicenceProvince(province_code=c) for c in codes]
+    session.add(lic)
+    session.flush()
+    _record(session, lic, "apply", None, actor, reason, None)
+    bump_version(session)
+    return lic
+
+
+def transition(session: Session, licence_id: int, action: str, *, actor: str, reason: str = "",
+               evidence: dict[str, Any] | None = None, valid_until: datetime | None = None) -> m.Licence:
+    """Carry out ``action`` on a licence and audit it (see the module table).
+
+    Args:
+        action: one of ``review grant reject suspend reinstate revoke renew expire``.
+        valid_until: required for ``renew`` (must be later than the current ``valid_until``).
+        evidence: JSON-serialisable facts behind the action (e.g. measured availability for an SLA
+            sanction).
+    Raises:
+        LicensingError: unknown licence (404), action not allowed from the current status (409),
+            unknown action or bad renewal date (422).
+    """
+    lic = session.get(m.Licence, licence_id)
+    if lic is None:
+        raise LicensingError("not_found", f"مجوز {licence_id} پیدا نشد.", f"Licence {licence_id} not found.", 404)
+    allowed = TRANSITIONS.get(action)
+    if allowed is None:
+        raise LicensingError("unknown_action", f"اقدام «{action}» تعریف نشده است.",
+                             f"Unknown action {action!r}; use one of {', '.join(TRANSITIONS)}.")
+    if lic.status not in allowed:
+        raise LicensingError(
+            "invalid_transition",
+            f"اقدام «{action}» برای مجوزی با وضعیت «{lic.status}» مجاز نیست.",
+            f"Cannot {action} a licence that is {lic.status}.", 409,
+        )
+    before = lic.status
+    if action == "renew":
+        if valid_until is None or valid_until.tzinfo is None or valid_until <= lic.valid_until:
+            raise LicensingError("invalid_validity", "تاریخ تمدید باید پس از پایان اعتبار فعلی باشد.",
+                                 "Renewal needs a valid_until later than the current one.")
+        lic.valid_until = valid_until
+    lic.status = allowed[before]
+    lic.updated_at = utcnow()
+    _record(session, lic, action, before, actor, reason, evidence)
+    bump_version(session)
+    return lic
+
+
+def expire_due(session: Session, now: datetime | None = None, actor: str = "system") -> list[int]:
+    """Mark every active/suspended licence whose ``valid_until`` has passed as ``expired``.
+
+    Returns the ids changed. (The gateway already refuses out-of-date licences by itself; this
+    makes the status and the audit trail say so.)
+    """
+    now = now or utcnow()
+    due = session.scalars(
+        select(m.Licence).where(m.Licence.status.in_(("active", "suspended")), m.Licence.valid_until <= now)
+    ).all()
+    for lic in due:
+        transition(session, lic.id, "expire", actor=actor, reason="validity period ended")
+    return [lic.id for lic in due]

@@ -1,0 +1,6 @@
+"""Persian text utilities shared by every part: digits, Jalali dates, normalisation."""
+
+from zistboom.text.digits import to_ascii_digits, to_persian_digits
+from zistboom.text.jalali import format_jalali, jalali_iso_pair
+
+__all__ = ["to_ascii_digits", "to_persian_digits", "format_jalali", "jalali_iso_pair"]
