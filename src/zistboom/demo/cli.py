@@ -267,7 +267,7 @@ def cmd_run(args) -> int:
         console.print(f"after the kill, traffic fines from Gilan: HTTP {status2}, answered by [bold]{second_op}[/bold]")
         if victim:
             group.restart(victim)
-            console.print(f"{first_op} restarted; kill any operator yourself (pids in {var / 'logs'}) and "
+            console.print(f"{first_op} restarted; kill any operator yourself (pids below; logs in {var / 'logs'}) and "
                           "the curl above keeps answering.")
         pids = ", ".join(f"{c.name}={c.pid}" for c in group.children.values())
         console.print(f"processes: {pids}", soft_wrap=True)

@@ -1,0 +1,78 @@
+from datetime import timedelta
+
+import pytest
+
+from zistboom import licensing
+from zistboom.licensing import LicensingError
+from zistboom.registry import models as m
+from zistboom.registry.db import session_scope, utcnow
+from zistboom.registry.snapshot import current_version
+
+
+def _apply(s, **kw):
+    now = utcnow()
+    args = dict(operator_id="gilan-pardaz", service_id="transport.traffic-fines", provinces=["IR-01", "IR-26"],
+                valid_from=now - timedelta(days=1), valid_until=now + timedelta(days=30), actor="officer-1")
+    args.update(kw)
+    return licensing.apply(s, **args)
+
+
+def test_full_lifecycle_is_audited_and_bumps_version(seeded_db_url, session_factory):
+    with session_scope(session_factory) as s:
+        v0 = current_version(s)
+        lic = _apply(s, reason="درخواست")
+        lid = lic.id
+        for action in ("review", "grant", "suspend", "reinstate"):
+            licensing.transition(s, lid, action, actor="officer-1", reason=f"{action} note")
+        licensing.transition(s, lid, "renew", actor="officer-1", valid_until=lic.valid_until + timedelta(days=365))
+        licensing.transition(s, lid, "revoke", actor="officer-2", reason="تخلف", evidence={"availability": 0.97})
+        assert current_version(s) == v0 + 7
+    with session_scope(session_factory) as s:
+        lic = s.get(m.Licence, lid)
+        assert lic.status == "revoked"
+        assert [(e.action, e.from_status, e.to_status) for e in lic.events] == [
+            ("apply", None, "pending"), ("review", "pending", "pending"), ("grant", "pending", "active"),
+            ("suspend", "active", "suspended"), ("reinstate", "suspended", "active"), ("renew", "active", "active"),
+            ("revoke", "active", "revoked"),
+        ]
+        assert lic.events[-1].evidence == {"availability": 0.97}
+        assert lic.events[-1].actor == "officer-2"
+
+
+@pytest.mark.parametrize("action", ["grant", "reinstate", "renew", "suspend"])
+def test_transitions_not_allowed_from_revoked(seeded_db_url, session_factory, action):
+    with session_scope(session_factory) as s:
+        lid = _apply(s).id
+        licensing.transition(s, lid, "revoke", actor="x")
+    with session_scope(session_factory) as s, pytest.raises(LicensingError) as err:
+        licensing.transition(s, lid, action, actor="x", valid_until=utcnow() + timedelta(days=900))
+    assert err.value.http_status == 409 and err.value.message_fa
+
+
+def test_bad_applications_are_refused_with_reasons(seeded_db_url, session_factory):
+    now = utcnow()
+    cases = [
+        (dict(cluster_id="transport"), "invalid_scope"),
+        (dict(operator_id="nobody"), "unknown_operator"),
+        (dict(service_id="no.such"), "unknown_service"),
+        (dict(provinces=["IR-99"]), "unknown_province"),
+        (dict(provinces=[]), "no_province"),
+        (dict(valid_until=now - timedelta(days=5)), "invalid_validity"),
+        (dict(sla_target=1.5), "invalid_sla"),
+    ]
+    for kwargs, code in cases:
+        with session_scope(session_factory) as s, pytest.raises(LicensingError) as err:
+            _apply(s, **kwargs)
+        assert err.value.code == code
+
+
+def test_expire_due_marks_and_audits(seeded_db_url, session_factory):
+    with session_scope(session_factory) as s:
+        lid = _apply(s, valid_until=utcnow() + timedelta(seconds=1)).id
+        licensing.transition(s, lid, "grant", actor="x")
+    with session_scope(session_factory) as s:
+        changed = licensing.expire_due(s, now=utcnow() + timedelta(seconds=5))
+        assert lid in changed
+    with session_scope(session_factory) as s:
+        lic = s.get(m.Licence, lid)
+        assert lic.status == "expired" and lic.events[-1].action == "expire"
