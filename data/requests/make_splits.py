@@ -1,0 +1,126 @@
+"""Build data/requests/{train,dev}.jsonl from the hand-written requests in base.tsv.
+
+Run: ``.venv/bin/python data/requests/make_splits.py`` (deterministic: fixed seed, no network).
+
+Each hand-written row (styles ``formal``, ``colloquial``, ``situation``, ``keywords``,
+``finglish``) keeps its style. From them we derive, per service, rows as citizens really type:
+
+* ``nozwnj``  – half-spaces dropped (ZWNJ removed or turned into a space, at random),
+* ``arabic``  – typed on an Arabic keyboard layout (ی→ي, ک→ك),
+* ``typo``    – one or two keyboard slips (an adjacent key, a dropped or doubled letter).
+
+A derived row stays in the same split as the row it came from (``group``), so the dev split never
+holds a near-copy of a training row. Dev gets, per label, one formal, one colloquial, one
+situation, one keywords and (for half the labels) one finglish row, with their derived rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ZWNJ = "\u200c"
+SEED = 13
+# Neighbouring keys on the standard Persian (ISIRI 9147) keyboard, for typo variants.
+_NEIGHBOURS = {
+    "ض": "صش", "ص": "ضثس", "ث": "صقی", "ق": "ثفب", "ف": "قغل", "غ": "فعا", "ع": "غهت", "ه": "عخن",
+    "خ": "هحم", "ح": "خجک", "ج": "حچگ", "چ": "ج", "ش": "ضسظ", "س": "شیصط", "ی": "سبث", "ب": "یلق",
+    "ل": "باف", "ا": "لتغ", "ت": "انع", "ن": "تمه", "م": "نکخ", "ک": "مگح", "گ": "کج", "ظ": "طش",
+    "ط": "ظزس", "ز": "طری", "ر": "زذب", "ذ": "رد", "د": "ذپ", "پ": "د", "و": "ر", "ژ": "ز",
+}
+
+
+def _cluster(label: str) -> str | None:
+    return None if label == "none" else label.split(".", 1)[0]
+
+
+def _nozwnj(text: str, rng: random.Random) -> str:
+    return "".join(rng.choice(("", " ", "")) if ch == ZWNJ else ch for ch in text)
+
+
+def _arabic(text: str) -> str:
+    return text.replace("ی", "ي").replace("ک", "ك")
+
+
+def _typo(text: str, rng: random.Random) -> str:
+    chars = list(text)
+    positions = [i for i, ch in enumerate(chars) if ch in _NEIGHBOURS and 0 < i < len(chars) - 1]
+    picks = rng.sample(positions, min(len(positions), 1 if len(positions) < 12 else 2))
+    for i in picks:
+        kind = rng.random()
+        if kind < 0.5:
+            chars[i] = rng.choice(_NEIGHBOURS[chars[i]])
+        elif kind < 0.8:
+            chars[i] = ""
+        else:
+            chars[i] = chars[i] * 2
+    return "".join(chars)
+
+
+def load_base(path: Path = HERE / "base.tsv") -> list[dict]:
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            label, style, text = line.rstrip("\n").split("\t")
+            rows.append({"label": label, "style": style, "text": text.strip(), "group": f"b{n}"})
+    return rows
+
+
+def build(base: list[dict]) -> tuple[list[dict], list[dict]]:
+    rng = random.Random(SEED)
+    by_label: dict[str, list[dict]] = defaultdict(list)
+    for row in base:
+        by_label[row["label"]].append(row)
+    train, dev = [], []
+    for li, (label, rows) in enumerate(sorted(by_label.items())):
+        # dev groups: one per style (finglish for every other label), chosen by a stable hash
+        dev_groups = set()
+        for style in ("formal", "colloquial", "situation", "keywords", "finglish"):
+            if style == "finglish" and li % 2:
+                continue
+            cands = sorted((r for r in rows if r["style"] == style), key=lambda r: hashlib.sha1(r["text"].encode()).hexdigest())
+            if cands:
+                dev_groups.add(cands[0]["group"])
+        derived = []
+        hand = [r for r in rows if r["style"] != "finglish"]
+        with_zwnj = [r for r in hand if ZWNJ in r["text"]]
+        sample = rng.sample(hand, len(hand))
+        for r in (with_zwnj + [r for r in sample if r not in with_zwnj])[:4]:
+            if ZWNJ in r["text"]:
+                derived.append({**r, "style": "nozwnj", "text": _nozwnj(r["text"], rng)})
+        for r in sample[:4]:
+            derived.append({**r, "style": "arabic", "text": _arabic(r["text"])})
+        n_typo = max(4, 27 - len(rows) - len(derived))
+        for r in (sample[4:] + sample[:4])[:n_typo]:
+            derived.append({**r, "style": "typo", "text": _typo(r["text"], rng)})
+        seen = set()
+        for r in rows + derived:
+            if r["text"] in seen:
+                continue
+            seen.add(r["text"])
+            out = {"text": r["text"], "label": label, "cluster": _cluster(label), "style": r["style"], "group": r["group"]}
+            (dev if r["group"] in dev_groups else train).append(out)
+    return train, dev
+
+
+def main() -> None:
+    train, dev = build(load_base())
+    for name, rows in (("train", train), ("dev", dev)):
+        with (HERE / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    counts = defaultdict(int)
+    for row in train + dev:
+        counts[row["label"]] += 1
+    print(f"train={len(train)} dev={len(dev)} labels={len(counts)} min_per_label={min(counts.values())}")
+
+
+if __name__ == "__main__":
+    main()

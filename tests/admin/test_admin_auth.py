@@ -1,0 +1,68 @@
+"""Bearer-token auth: 401 without/with a bad token, province tokens read-only (403 on writes)."""
+
+from __future__ import annotations
+
+import pytest
+from tests.admin.adminutil import assert_error
+
+
+def test_no_token_is_401_json(api):
+    for path in ("/admin/v1/clusters", "/admin/v1/services/transport.traffic-fines", "/admin/v1/licences",
+                 "/admin/v1/no-such-thing"):
+        r = api.get(path, headers={"Authorization": ""})
+        err = assert_error(r, 401, "unauthorized")
+        assert "Bearer" in r.headers["www-authenticate"]
+        assert "Authorization" in err["message_en"]
+    r = api.post("/admin/v1/clusters", json={"id": "x", "name_fa": "x", "name_en": "x"}, headers={"Authorization": ""})
+    assert_error(r, 401)
+
+
+@pytest.mark.parametrize("value", ["Bearer wrong", "Bearer ", "Basic YWRtaW46YWRtaW4=", "zbadmin_x", "Bearer zbprov_x"])
+def test_bad_token_is_401(api, value):
+    assert_error(api.get("/admin/v1/clusters", headers={"Authorization": value}), 401, "unauthorized")
+
+
+def test_admin_token_reads_and_writes(api):
+    r = api.get("/admin/v1/whoami")
+    assert r.json() == {"role": "admin", "province": None, "can_write": True}
+    assert api.post("/admin/v1/clusters", json={"id": "c1", "name_fa": "خوشه", "name_en": "C"}).status_code == 201
+
+
+def test_province_token_reads_only(api, province_headers):
+    r = api.get("/admin/v1/whoami", headers=province_headers)
+    assert r.json() == {"role": "province", "province": "IR-01", "can_write": False}
+    assert api.get("/admin/v1/licences?province=IR-01", headers=province_headers).status_code == 200
+    assert api.get("/admin/v1/services/transport.traffic-fines", headers=province_headers).status_code == 200
+    writes = [
+        ("post", "/admin/v1/clusters", {"id": "c1", "name_fa": "x", "name_en": "x"}),
+        ("patch", "/admin/v1/provinces/IR-01", {"name_en": "Gilan!"}),
+        ("delete", "/admin/v1/clusters/transport", None),
+        ("post", "/admin/v1/licences/1/suspend", {"reason": "x"}),
+        ("put", "/admin/v1/clients/citizen-app-mashhad/access", {"services": []}),
+        ("post", "/admin/v1/clients/citizen-app-mashhad/keys", None),
+    ]
+    for method, path, body in writes:
+        kwargs = {"headers": province_headers}
+        if body is not None:
+            kwargs["json"] = body
+        err = assert_error(getattr(api, method)(path, **kwargs), 403, "forbidden")
+        assert "read-only" in err["message_en"]
+    # nothing changed
+    assert api.get("/admin/v1/clusters/c1").status_code == 404
+    assert api.get("/admin/v1/licences/1").json()["status"] == "active"
+
+
+def test_openapi_and_docs_served(api):
+    r = api.get("/admin/v1/openapi.json", headers={"Authorization": ""})
+    assert r.status_code == 200
+    doc = r.json()
+    assert "/admin/v1/licences/{licence_id}/{action}" in doc["paths"]
+    assert "/admin/v1/services/{service_id}/contracts" in doc["paths"]
+    assert api.get("/admin/docs", headers={"Authorization": ""}).status_code == 200
+
+
+def test_token_file_created_in_var_dir(api, var_dir):
+    token = (var_dir / "admin-token").read_text().strip()
+    assert token.startswith("zbadmin_")
+    assert (var_dir / "admin-token").stat().st_mode & 0o077 == 0
+    assert api.get("/admin/v1/whoami", headers={"Authorization": f"Bearer {token}"}).status_code == 200

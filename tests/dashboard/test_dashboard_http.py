@@ -1,0 +1,366 @@
+"""Dashboard over plain HTTP (httpx against uvicorn on 127.0.0.1): login and sessions, CSRF, a
+person's mistakes (bad input, expired session, deleted object) answered in Persian with the typed
+text kept, licence actions audited, incident notes, and the pieces behind the pages (charts,
+tile grid, Jalali date input)."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import jdatetime
+import pytest
+from sqlalchemy import select
+
+from dashboard_support import dash_app, serve
+from zistboom.dashboard import charts
+from zistboom.dashboard.app import parse_date_fa, static_dir
+from zistboom.dashboard.session import COOKIE_NAME, SessionSigner
+from zistboom.dashboard.tilegrid import TILES
+from zistboom.registry import models as m
+from zistboom.registry.borders import border_pairs
+from zistboom.registry.db import make_engine, make_sessionmaker
+from zistboom.text.jalali import TEHRAN
+
+CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def client(url: str) -> httpx.Client:
+    return httpx.Client(base_url=url, follow_redirects=False, timeout=10)
+
+
+def login(c: httpx.Client, token: str, nxt: str = "/") -> httpx.Response:
+    r = c.post("/login", data={"token": token, "next": nxt})
+    assert r.status_code == 303, r.text[:500]
+    return r
+
+
+def sessionmaker_for(db_url: str):
+    return make_sessionmaker(make_engine(db_url))
+
+
+def licence_id(db_url: str, operator: str = "gilan-pardaz", cluster: str = "transport") -> int:
+    with sessionmaker_for(db_url)() as s:
+        return s.scalar(select(m.Licence.id).where(m.Licence.operator_id == operator, m.Licence.cluster_id == cluster))
+
+
+# ----------------------------------------------------------------------------- pure pieces
+
+def test_session_cookie_signature_and_expiry():
+    signer = SessionSigner(b"k" * 32, ttl_s=60)
+    sess = signer.new_session("admin", None, now=1000)
+    cookie = signer.encode(sess)
+    assert signer.decode(cookie, now=1010) == (sess, None)
+    assert signer.decode(cookie, now=1061) == (None, "expired")
+    body, sig = cookie.split(".")
+    forged = SessionSigner(b"x" * 32).encode(SessionSigner(b"x" * 32).new_session("admin", None, now=1000))
+    assert signer.decode(forged, now=1010) == (None, "invalid")
+    assert signer.decode(body + "." + "0" * len(sig), now=1010) == (None, "invalid")
+    assert signer.decode("", now=1010) == (None, "missing")
+    assert signer.decode("garbage", now=1010) == (None, "invalid")
+
+
+def test_parse_date_fa_jalali_persian_digits_and_errors():
+    d = parse_date_fa("۱۴۰۶/۰۹/۰۸")
+    assert d.tzinfo == TEHRAN and (d.year, d.month, d.day) == (2027, 11, 29)
+    assert parse_date_fa("1406-9-8") == d
+    assert parse_date_fa("2027-11-29") == d
+    for bad in ("", "فردا", "1406/13/01", "1405/12/31"):  # 1405 is not a leap year in the Jalali calendar
+        with pytest.raises(ValueError) as ei:
+            parse_date_fa(bad)
+        assert re.search("[\u0600-\u06FF]", str(ei.value))
+
+
+def test_tile_grid_has_every_province_once():
+    codes = {c for pair in border_pairs() for c in pair}
+    assert set(TILES) == codes and len(codes) == 31
+    assert len(set(TILES.values())) == 31
+
+
+def test_chart_without_data_says_so_and_draws_no_numbers():
+    now = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
+    svg = str(charts.line_chart([(now - timedelta(hours=i), None) for i in range(24)], start=now - timedelta(hours=24),
+                                end=now, title_fa="دسترس‌پذیری", y_label_fa="درصد (٪)", window_fa="۲۴ ساعت گذشته"))
+    assert charts.NO_DATA_FA in svg and "polyline" not in svg and "<circle" not in svg
+    assert "درصد (٪)" in svg and "۲۴ ساعت گذشته" in svg
+
+
+def test_chart_with_gap_breaks_line_and_labels_in_persian():
+    now = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
+    pts = [(now - timedelta(hours=24 - i), None if i in (10, 11) else 99.0 + (i % 3) * 0.3) for i in range(24)]
+    svg = str(charts.line_chart(pts, start=now - timedelta(hours=24), end=now, title_fa="t", y_label_fa="درصد (٪)",
+                                window_fa="w", y_max=100, target=99.5, target_label_fa="هدف"))
+    assert svg.count("<polyline") == 2  # the gap splits the line
+    assert "اکنون" in svg and "۱۰۰" in svg and not re.search(r">[0-9]", svg)  # tick labels in Persian digits
+
+
+def test_static_assets_are_vendored_small_and_offline():
+    d = static_dir()
+    fonts = list((d / "fonts").glob("*.woff2"))
+    assert fonts and sum(f.stat().st_size for f in fonts) < 300_000
+    assert (d / "fonts" / "OFL.txt").is_file()
+    for f in [*d.rglob("*.css"), *d.rglob("*.js"), *Path(d.parent / "templates").glob("*.html")]:
+        text = f.read_text(encoding="utf-8")
+        for url in re.findall(r"(?:https?:)?//[\w.-]+", text):
+            assert url in ("http://www.w3.org",) or "127.0.0.1" in url, (f.name, url)
+
+
+# ----------------------------------------------------------------------------- over HTTP
+
+def test_every_page_needs_login_and_bad_token_keeps_next(dash):
+    c = client(dash["url"])
+    for path in ("/", "/provinces", "/provinces/IR-01", "/services/transport.traffic-fines", "/operators/gilan-pardaz",
+                 "/licences", "/incidents", "/ask"):
+        r = c.get(path)
+        assert r.status_code == 303 and r.headers["location"].startswith("/login?next="), path
+    r = c.post("/login", data={"token": "wrong", "next": "/licences?status=active"})
+    assert r.status_code == 401 and "توکن نادرست است" in r.text
+    assert 'value="/licences?status=active"' in r.text
+    r = login(c, dash["token"], "//evil.example/x")  # no open redirect
+    assert r.headers["location"] == "/"
+    assert c.get("/").status_code == 200
+
+
+def test_pages_render_persian_rtl_with_jalali_dates(dash):
+    c = client(dash["url"])
+    login(c, dash["token"])
+    for path in ("/", "/provinces", "/provinces/IR-01", "/services/transport.traffic-fines",
+                 "/operators/gilan-pardaz", "/licences", "/incidents", "/ask"):
+        r = c.get(path)
+        assert r.status_code == 200, path
+        assert '<html lang="fa" dir="rtl">' in r.text
+        assert re.search(r'<time class="jdate" datetime="\d{4}-\d\d-\d\dT[^"]+Z" title="میلادی: \d{4}-\d\d-\d\d', r.text), path
+        assert re.search("[۰-۹]{4}/[۰-۹]{2}/[۰-۹]{2}", r.text), path
+    assert c.get("/provinces/IR-99").status_code == 404
+    assert "وجود ندارد" in c.get("/services/no.such").text
+    assert c.get("/operators/nobody").status_code == 404
+
+
+def test_licence_filters(dash):
+    c = client(dash["url"])
+    login(c, dash["token"])
+    with sessionmaker_for(dash["db_url"])() as s:
+        n = len(s.scalars(select(m.Licence.id)).all())
+    all_rows = c.get("/licences").text.count("data-licence=")
+    assert all_rows == n > 0
+    gilan = c.get("/licences", params={"province": "IR-01"}).text.count("data-licence=")
+    assert 0 < gilan < all_rows
+    assert c.get("/licences", params={"status": "suspended"}).text.count("data-licence=") == 0
+    assert c.get("/licences", params={"expiry": "30d"}).text.count("data-licence=") == 0  # seeded: valid one year
+    r = c.get("/licences", params={"status": "bogus"})
+    assert r.status_code == 200 and "شناخته نیست" in r.text
+
+
+def test_renew_with_jalali_date_and_mistakes_keep_typed_text(dash):
+    lid = licence_id(dash["db_url"])
+    c = client(dash["url"])
+    login(c, dash["token"])
+    page = c.get(f"/licences/{lid}/renew")
+    assert page.status_code == 200
+    csrf = CSRF_RE.search(page.text).group(1)
+    # bad date: Persian message, typed reason and date kept
+    r = c.post(f"/licences/{lid}/renew", data={"csrf": csrf, "reason": "تمدید سالانه", "valid_until": "۱۴۰۶/۱۳/۰۱"})
+    assert r.status_code == 422 and "این تاریخ در تقویم وجود ندارد" in r.text
+    assert "تمدید سالانه" in r.text and "۱۴۰۶/۱۳/۰۱" in r.text
+    # wrong CSRF token: refused, typed text kept
+    r = c.post(f"/licences/{lid}/renew", data={"csrf": "nope", "reason": "تمدید سالانه", "valid_until": "۱۴۰۷/۰۱/۱۵"})
+    assert r.status_code == 400 and "تمدید سالانه" in r.text
+    r = c.post(f"/licences/{lid}/renew", data={"csrf": csrf, "reason": "تمدید سالانه", "valid_until": "۱۴۰۷/۰۱/۱۵"})
+    assert r.status_code == 303 and "done=" in r.headers["location"]
+    with sessionmaker_for(dash["db_url"])() as s:
+        lic = s.get(m.Licence, lid)
+        assert lic.valid_until.astimezone(TEHRAN).date() == jdatetime.date(1407, 1, 15).togregorian()
+        assert (lic.events[-1].action, lic.events[-1].reason) == ("renew", "تمدید سالانه")
+    # an action the status does not allow: the licensing service's Persian message
+    r = c.post(f"/licences/{lid}/grant", data={"csrf": csrf, "reason": "اعطای دوباره"})
+    assert r.status_code == 409 and "مجاز نیست" in r.text and "اعطای دوباره" in r.text
+
+
+def test_expired_session_keeps_the_reason_through_login(dash):
+    lid = licence_id(dash["db_url"])
+    c = client(dash["url"])
+    login(c, dash["token"])
+    csrf = CSRF_RE.search(c.get(f"/licences/{lid}/revoke").text).group(1)
+    # the session runs out while the person types
+    signer = SessionSigner((dash["var_dir"] / "dashboard-secret").read_bytes())
+    old = signer.new_session("admin", None, now=time.time() - 9 * 3600)
+    c.cookies.set(COOKIE_NAME, signer.encode(old))
+    r = c.post(f"/licences/{lid}/revoke", data={"csrf": csrf, "reason": "پایان قرارداد اپراتور"})
+    assert r.status_code == 401 and "نشست شما منقضی شده است" in r.text
+    nxt = re.search(r'name="next" value="([^"]+)"', r.text).group(1).replace("&amp;", "&")
+    c.cookies.clear()  # as a browser does when the server sets the cookie anew
+    r = login(c, dash["token"], nxt)
+    page = c.get(r.headers["location"])
+    assert page.status_code == 200 and "پایان قرارداد اپراتور" in page.text and "نگه داشته شد" in page.text
+    with sessionmaker_for(dash["db_url"])() as s:
+        assert s.get(m.Licence, lid).status == "active"  # nothing changed without a valid session
+
+
+def test_deleted_licence_gets_persian_404(dash):
+    c = client(dash["url"])
+    login(c, dash["token"])
+    page = c.get("/licences/1/suspend")
+    csrf = CSRF_RE.search(page.text).group(1)
+    r = c.post("/licences/99999/suspend", data={"csrf": csrf, "reason": "تعلیق آزمایشی"})
+    assert r.status_code == 404 and "وجود ندارد" in r.text
+    assert c.get("/licences/99999/suspend").status_code == 404
+
+
+def test_province_token_is_read_only_and_scoped(dash):
+    c = client(dash["url"])
+    login(c, dash["province_token"])
+    r = c.get("/licences")
+    assert r.status_code == 200 and "data-action=" not in r.text
+    assert c.get("/provinces/IR-23").status_code == 403
+    assert c.get("/provinces/IR-01").status_code == 200
+    csrf = "x"
+    r = c.post("/licences/1/suspend", data={"csrf": csrf, "reason": "تلاش بی‌اجازه"})
+    assert r.status_code == 403
+    with sessionmaker_for(dash["db_url"])() as s:
+        assert s.get(m.Licence, 1).status == "active"
+
+
+def test_incident_notes_and_state_change(dash):
+    from zistboom.monitoring import incidents as mon_inc
+    from zistboom.registry.db import session_scope
+
+    with session_scope(sessionmaker_for(dash["db_url"])) as s:
+        iid = mon_inc.open_incident(s, kind="manual", key="manual:http-test", title_fa="قطعی آزمایشی",
+                                    title_en="Test outage", service_id="health.appointment", province="IR-07",
+                                    auto=False).id
+    c = client(dash["url"])
+    login(c, dash["token"])
+    page = c.get(f"/incidents/{iid}")
+    assert page.status_code == 200 and "قطعی آزمایشی" in page.text
+    csrf = CSRF_RE.search(page.text).group(1)
+    r = c.post(f"/incidents/{iid}/notes", data={"csrf": csrf, "text": "", "to_state": ""})
+    assert r.status_code == 422 and "متن یادداشت" in r.text
+    r = c.post(f"/incidents/{iid}/notes", data={"csrf": csrf, "text": "علت: قطع برق مرکز داده", "to_state": "identified"})
+    assert r.status_code == 303
+    page = c.get(f"/incidents/{iid}").text
+    assert "علت: قطع برق مرکز داده" in page and "علت شناسایی شد" in page
+    assert "قطعی آزمایشی" in c.get("/incidents", params={"state": "open"}).text
+    r = c.post("/incidents/99999/notes", data={"csrf": csrf, "text": "یادداشت گمشده"})
+    assert r.status_code == 404 and "یادداشت گمشده" in r.text  # the typed note is shown back
+
+
+def test_ask_box_routes_or_says_not_available(dash, monkeypatch):
+    c = client(dash["url"])
+    login(c, dash["token"])
+    try:
+        import zistboom.nlp.frontdoor  # noqa: F401
+        real = True
+    except ImportError:
+        real = False
+    r = c.get("/ask", params={"q": "خلافی ماشینم چقدره؟", "province": "IR-01"})
+    assert r.status_code == 200
+    if real:
+        assert 'id="ask-result"' in r.text or 'class="error"' in r.text
+    else:
+        assert "درگاه پرسش فارسی هنوز در دسترس نیست" in r.text
+
+
+def test_ask_box_shows_service_and_operator_for_the_province(dash, monkeypatch):
+    """The page's handling of a front-door answer (a dataclass with ``service_id``). Uses the real
+    ``zistboom.nlp.frontdoor`` when it exists, else a small stand-in module with the same
+    interface (``get_front_door().ask(text)``, ``BadQuestion``)."""
+    import sys
+    import types
+    from dataclasses import dataclass
+
+    try:
+        import zistboom.nlp.frontdoor  # noqa: F401
+    except ImportError:
+        @dataclass
+        class Answer:
+            service_id: str
+            confidence: float
+
+        class Door:
+            def ask(self, text: str) -> Answer:
+                if not text.strip("؟ "):
+                    raise BadQuestion("empty")
+                return Answer("transport.traffic-fines", 0.93)
+
+        class BadQuestion(ValueError):
+            message_fa = "پرسش خالی است."
+
+        mod = types.ModuleType("zistboom.nlp.frontdoor")
+        mod.get_front_door, mod.BadQuestion = (lambda: Door()), BadQuestion
+        monkeypatch.setitem(sys.modules, "zistboom.nlp.frontdoor", mod)
+    c = client(dash["url"])
+    login(c, dash["token"])
+    r = c.get("/ask", params={"q": "خلافی ماشینم چقدره؟", "province": "IR-01"})
+    assert r.status_code == 200 and 'id="ask-result"' in r.text
+    assert 'href="/services/transport.traffic-fines"' in r.text
+    assert "گیلان‌پرداز" in r.text  # licensed in Gilan for the transport cluster
+    r = c.get("/ask", params={"q": "x" * 600})
+    assert "بیش از حد طولانی" in r.text
+
+
+def test_mounted_under_a_prefix_links_follow_it(seeded_db_url, tmp_path):
+    """Links and redirects use the prefix the router is included under (e.g. ``/dashboard``)."""
+    from fastapi import FastAPI
+    from fastapi.staticfiles import StaticFiles
+
+    from zistboom.admin.auth import TokenChecker
+    from zistboom.config import Settings
+    from zistboom.dashboard.app import make_router
+
+    checker = TokenChecker(tmp_path / "var")
+    engine = make_engine(seeded_db_url)
+    app = FastAPI()
+    app.include_router(make_router(make_sessionmaker(engine), checker, Settings(var_dir=tmp_path / "var")), prefix="/dashboard")
+    app.mount("/static", StaticFiles(directory=static_dir()))
+    with serve(app) as url:
+        c = client(url)
+        r = c.get("/dashboard/licences")
+        assert r.status_code == 303 and r.headers["location"].startswith("/dashboard/login?")
+        r = c.post("/dashboard/login", data={"token": checker.admin_token, "next": ""})
+        assert r.headers["location"] == "/dashboard/"
+        page = c.get("/dashboard/").text
+        assert 'href="/dashboard/services/transport.traffic-fines"' in page
+    engine.dispose()
+
+
+def test_admin_app_mounts_the_dashboard(seeded_db_url, tmp_path):
+    admin = pytest.importorskip("zistboom.admin.app")
+    app = admin.create_admin_app(seeded_db_url, var_dir=tmp_path / "var")
+    token = (tmp_path / "var" / "admin-token").read_text().strip()
+    with serve(app, lifespan="on") as url:
+        c = client(url)
+        login(c, token)
+        r = c.get("/licences")
+        assert r.status_code == 200 and 'dir="rtl"' in r.text
+        assert c.get("/static/fonts/Vazirmatn-Regular.woff2").status_code == 200
+        assert c.get("/static/dashboard.css").status_code == 200
+
+
+def test_new_licence_then_grant_both_audited(dash):
+    c = client(dash["url"])
+    login(c, dash["token"])
+    page = c.get("/licences/new")
+    assert page.status_code == 200
+    csrf = CSRF_RE.search(page.text).group(1)
+    form = {"csrf": csrf, "operator": "kavir-yazd", "scope": "service:health.appointment", "provinces": ["IR-21", "IR-10"],
+            "valid_from": "۱۴۰۵/۰۱/۰۱", "valid_until": "۱۴۰۷/۰۱/۰۱", "sla": "نود و نه", "reason": "گسترش خدمت نوبت‌دهی"}
+    r = c.post("/licences/new", data=form)
+    assert r.status_code == 422 and "سطح توافق خدمت را به درصد بنویسید" in r.text
+    assert "گسترش خدمت نوبت‌دهی" in r.text and 'value="IR-21" checked' in r.text  # typed values kept
+    form["sla"] = "۹۹٫۵"
+    r = c.post("/licences/new", data=form)
+    assert r.status_code == 303
+    new_id = int(re.search(r"done=(\d+)", r.headers["location"]).group(1))
+    with sessionmaker_for(dash["db_url"])() as s:
+        lic = s.get(m.Licence, new_id)
+        assert (lic.status, lic.sla_target, lic.provinces) == ("pending", 0.995, ["IR-10", "IR-21"])
+    assert 'data-action="grant"' in c.get("/licences", params={"status": "pending"}).text
+    r = c.post(f"/licences/{new_id}/grant", data={"csrf": csrf, "reason": "مدارک کامل است"})
+    assert r.status_code == 303
+    with sessionmaker_for(dash["db_url"])() as s:
+        lic = s.get(m.Licence, new_id)
+        assert lic.status == "active"
+        assert [(e.action, e.actor) for e in lic.events] == [("apply", "dashboard:admin"), ("grant", "dashboard:admin")]

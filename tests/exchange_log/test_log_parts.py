@@ -1,0 +1,122 @@
+"""Smaller parts: key file (0600, reused, exportable), canonical records, spill file framing and
+torn-tail recovery, and that migration 0002 creates exactly the models' tables."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import orjson
+import pytest
+
+from zistboom.exchange_log import merkle
+from zistboom.exchange_log.keys import load_or_create_signer, load_public_key
+from zistboom.exchange_log.record import encode_exchange, encode_gap, iso_to_us, time_fields
+from zistboom.exchange_log.spill import SpillFile
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_key_made_once_with_0600(tmp_path):
+    p = tmp_path / "var" / "exchange-log" / "ed25519.key"
+    s1 = load_or_create_signer(p)
+    assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
+    s2 = load_or_create_signer(p)
+    assert s1.key_id == s2.key_id
+    assert load_public_key(s1.public_pem()).public_bytes_raw() == s1.public_raw
+    assert load_public_key(s1.public_raw.hex()).public_bytes_raw() == s1.public_raw
+    sth = s1.sign(5, 1_700_000_000_000, b"\1" * 32)
+    sth.verify(s2.public_key)
+
+
+def test_cli_public_key_export(tmp_path):
+    env = {**os.environ, "ZISTBOOM_VAR_DIR": str(tmp_path), "PYTHONPATH": str(REPO / "src")}
+    r = subprocess.run([sys.executable, "-m", "zistboom", "log", "public-key", "--raw"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.strip()) == 64
+    assert stat.S_IMODE(os.stat(tmp_path / "exchange-log" / "ed25519.key").st_mode) == 0o600
+
+
+def test_record_is_canonical_and_has_no_query(exchange_factory):
+    ex = exchange_factory(7, body=True)
+    ex.path = "/v1/tax/assessments/7?national_id=0012345678"
+    enc = encode_exchange(ex)
+    obj = orjson.loads(enc.record)
+    assert obj["path"] == "/v1/tax/assessments/7" and b"0012345678" not in enc.record
+    assert orjson.dumps(obj, option=orjson.OPT_SORT_KEYS) == enc.record
+    assert enc.leaf_hash == merkle.leaf_hash(enc.record)
+    assert obj["retries"] == 1 and obj["failovers"] == 1 and len(obj["attempts"]) == 2
+    assert obj["request_body_sha256"] and obj["response_body_sha256"]
+    assert all(not isinstance(v, float) for v in obj.values())
+    assert iso_to_us(obj["time"]) == enc.time_us
+    with pytest.raises(ValueError):
+        time_fields(datetime(2026, 1, 1))
+
+
+def test_time_fields_convert_to_utc():
+    tehran = timezone(timedelta(hours=3, minutes=30))
+    iso, us = time_fields(datetime(2026, 3, 20, 15, 30, 0, 42, tzinfo=tehran))
+    assert iso == "2026-03-20T12:00:00.000042Z" and iso_to_us(iso) == us
+
+
+def test_spill_roundtrip_and_torn_tail(tmp_path, exchange_factory):
+    path = tmp_path / "spill.bin"
+    sp = SpillFile(path, 10**7)
+    items = [encode_exchange(exchange_factory(i, body=(i % 2 == 0))) for i in range(10)]
+    assert sp.append(items) == 10
+    sp.close()
+    with open(path, "ab") as f:  # a crash in the middle of the next frame
+        f.write(SpillFile.frame(items[0])[:17])
+    sp = SpillFile(path, 10**7)
+    assert sp.pending_records == 10 and path.stat().st_size == sp.size
+    frames, off = sp.read(4)
+    assert [f[0] for f in frames] == [it.record for it in items[:4]]
+    assert frames[0][1] == items[0].request_body and frames[1][1] is None
+    sp.consume(off, 4)
+    sp.close()
+    sp = SpillFile(path, 10**7)  # the read offset survives a restart
+    frames, off = sp.read(100)
+    assert [f[0] for f in frames] == [it.record for it in items[4:]]
+    sp.consume(off, len(frames))
+    assert sp.size == 0 and not sp.pending and path.stat().st_size == 0
+    sp.close()
+
+
+def test_spill_respects_max_bytes(tmp_path, exchange_factory):
+    items = [encode_exchange(exchange_factory(i)) for i in range(10)]
+    one = len(SpillFile.frame(items[0]))
+    sp = SpillFile(tmp_path / "s.bin", one * 3 + 10)
+    assert sp.append(items) == 3
+    assert not sp.room_for(one)
+    sp.close()
+
+
+def test_gap_record_shape():
+    t = datetime(2026, 3, 20, tzinfo=timezone.utc)
+    enc = encode_gap(12, t, t + timedelta(seconds=1), {"spill_full": 12}, t + timedelta(seconds=2))
+    obj = orjson.loads(enc.record)
+    assert obj["kind"] == "gap" and obj["dropped"] == 12 and obj["client_id"] is None
+
+
+def test_migration_matches_models(log_db_url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from zistboom.exchange_log.models import TABLES
+    from zistboom.registry.db import Base, make_engine
+
+    names = {t.name for t in TABLES}
+    eng = make_engine(log_db_url)
+    with eng.connect() as c:
+        ctx = MigrationContext.configure(c, opts={"compare_type": True,
+                                                  "include_name": lambda n, t, p: t != "table" or n in names})
+        diff = [d for d in compare_metadata(ctx, Base.metadata)
+                if any(getattr(x, "name", None) in names or getattr(getattr(x, "table", None), "name", None) in names
+                       for x in (d if isinstance(d, tuple) else d[0])[1:2])]
+    eng.dispose()
+    assert diff == []

@@ -1,0 +1,78 @@
+"""``POST /v1/ask``: the front door answer plus the licensed operators in tier order.
+
+The real front door (``zistboom.nlp.frontdoor``) is another part; here a small stand-in module with
+the same interface (``get_front_door().ask(text)``, ``BadQuestion``) is put in ``sys.modules`` of
+this process, where the gateway runs under uvicorn in a thread.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import httpx
+import pytest
+
+from zistboom.gateway.config import GatewayConfig
+
+
+class BadQuestion(ValueError):
+    def __init__(self, message_fa: str, message_en: str, code: str = "empty_question"):
+        super().__init__(message_en)
+        self.message_fa, self.message_en, self.code = message_fa, message_en, code
+
+
+class Door:
+    def ask(self, text: str) -> dict:
+        if not text.strip():
+            raise BadQuestion("پرسش خالی است.", "The question is empty.")
+        return {"intent": "fines", "service_id": "fines", "confidence": 0.9, "text": text}
+
+
+@pytest.fixture
+def frontdoor(monkeypatch):
+    mod = types.ModuleType("zistboom.nlp.frontdoor")
+    mod.BadQuestion = BadQuestion
+    door = Door()
+    mod.get_front_door = lambda: door
+    monkeypatch.setitem(sys.modules, "zistboom.nlp.frontdoor", mod)
+    return mod
+
+
+def test_ask_lists_operators_in_tier_order(registry, operators, gateway, frontdoor):
+    own, border, far = operators("own"), operators("border"), operators("far")
+    provs = ("IR-01", "IR-02", "IR-03")
+    registry.operator("far", "IR-05", far.url, provinces=provs)
+    registry.operator("border", "IR-02", border.url, provinces=provs)
+    registry.operator("own", "IR-01", own.url, provinces=provs)
+    registry.operator("off", "IR-01", own.url, provinces=provs, status="suspended")
+    gw = gateway()
+    r = httpx.post(gw.url + "/v1/ask", json={"text": "خلافی خودروی من چقدر است؟"}, headers={"X-Caller-Province": "IR-01"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["service_id"] == "fines"
+    assert [o["id"] for o in body["operators"]] == ["own", "border", "far"]
+    assert body["operators"][0]["name_fa"] == "اپراتور own" and body["operators"][0]["home_province"] == "IR-01"
+    r = httpx.post(gw.url + "/v1/ask", json={"text": "خلافی"}, headers={"X-Caller-Province": "IR-03"})
+    assert [o["id"] for o in r.json()["operators"]] == ["border", "far", "own"]  # IR-01 and IR-05 are both national tier for IR-03
+    r = httpx.post(gw.url + "/v1/ask", json={"text": "  "})
+    assert r.status_code == 400 and r.headers["x-zistboom-error"] == "empty_question"
+    assert r.json()["error"]["message_fa"] == "پرسش خالی است."
+    r = httpx.post(gw.url + "/v1/ask", content=b"{oops")
+    assert r.status_code == 400 and r.headers["x-zistboom-error"] == "bad_json"
+    r = httpx.post(gw.url + "/v1/ask", json={"text": "x"}, headers={"X-Caller-Province": "IR-77"})
+    assert r.status_code == 400 and r.headers["x-zistboom-error"] == "unknown_province"
+
+
+def test_ask_rate_limited_per_ip(registry, gateway, frontdoor):
+    gw = gateway(GatewayConfig(refresh_interval=0.2, health_interval=60, ask_rate=0.5, ask_burst=2))
+    codes = [httpx.post(gw.url + "/v1/ask", json={"text": "سلام"}).status_code for _ in range(4)]
+    assert codes[:2] == [200, 200] and codes[2:] == [429, 429]
+
+
+def test_ask_without_front_door_is_503(registry, gateway, monkeypatch):
+    monkeypatch.setitem(sys.modules, "zistboom.nlp.frontdoor", None)  # import fails
+    gw = gateway()
+    r = httpx.post(gw.url + "/v1/ask", json={"text": "سلام"})
+    assert r.status_code == 503 and r.headers["x-zistboom-error"] == "ask_unavailable"
+    assert r.json()["error"]["message_fa"]

@@ -1,0 +1,112 @@
+"""Real HTTP pieces for the monitoring end-to-end tests: operators (aiohttp) in a loop thread and
+the gateway under uvicorn, all on 127.0.0.1 ephemeral ports."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import uvicorn
+from aiohttp import web
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LoopThread:
+    """An asyncio loop in a daemon thread; ``run(coro)`` runs there and waits."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class OperatorServer:
+    """An operator: ``/health`` answers 200; other paths answer 200 JSON, or 500 for every
+    ``fail_every``-th request when set. ``served`` counts non-health requests."""
+
+    def __init__(self, lt: LoopThread, oid: str, port: int | None = None):
+        self.lt, self.oid = lt, oid
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.fail_every = 0
+        self.served = 0
+        self.runner: web.AppRunner | None = None
+
+    async def _handle(self, req: web.Request) -> web.Response:
+        if req.path == "/health":
+            return web.Response(text="ok")
+        self.served += 1
+        if self.fail_every and self.served % self.fail_every == 0:
+            return web.json_response({"operator": self.oid, "error": "boom"}, status=500)
+        return web.json_response({"operator": self.oid})
+
+    async def _start(self):
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True).start()
+
+    async def _stop(self):
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    def start(self) -> OperatorServer:
+        self.lt.run(self._start())
+        return self
+
+    def stop(self) -> None:
+        self.lt.run(self._stop())
+
+
+class GatewayServer:
+    """The gateway app under real uvicorn (lifespan on) in its own thread."""
+
+    def __init__(self, app):
+        self.app = app
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cfg = uvicorn.Config(app, host="127.0.0.1", port=self.port, http="httptools", loop="asyncio",
+                             lifespan="on", access_log=False, log_level="warning")
+        self.server = uvicorn.Server(cfg)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> GatewayServer:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.02):
+    """Poll ``predicate`` until truthy; returns (value, seconds waited) or raises AssertionError."""
+    t0 = time.monotonic()
+    while True:
+        v = predicate()
+        if v:
+            return v, time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
