@@ -178,7 +178,7 @@ PY_LOADER = textwrap.dedent(r'''
         el = time.monotonic() - t0
         lat.sort()
         q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
-        print(json.dumps({"rps": len(lat) / el, "p50": q(0.5), "p99": q(0.99), "errors": errors}))
+        print(json.dumps({"rps": len(lat) / el, "requests": len(lat), "p50": q(0.5), "p99": q(0.99), "errors": errors}))
     uvloop.run(main())
 ''')
 
@@ -187,7 +187,31 @@ def _ms(v: str, unit: str) -> float:
     return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def run_load(port: int, path: str, conns: int, duration: float) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and its direct children (nginx workers), in seconds (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(d.name) == pid or int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def run_load(port: int, path: str, conns: int, duration: float, pid: int | None = None) -> dict:
+    cpu0 = cpu_seconds(pid) if pid else 0.0
+    res = _run_load(port, path, conns, duration)
+    if pid and res.get("requests"):
+        res["cpu_us"] = (cpu_seconds(pid) - cpu0) / res["requests"] * 1e6
+    return res
+
+
+def _run_load(port: int, path: str, conns: int, duration: float) -> dict:
     if shutil.which("wrk"):
         out = subprocess.run(
             ["wrk", "-t1", f"-c{conns}", f"-d{duration:g}s", "--latency", "--timeout", "10s", "-H", f"X-Api-Key: {KEY}",
@@ -197,7 +221,8 @@ def run_load(port: int, path: str, conns: int, duration: float) -> dict:
         p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
         non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
         errs = re.search(r"Socket errors:.*", out)
-        return {"rps": rps, "p50": _ms(*p50.groups()), "p99": _ms(*p99.groups()),
+        total = re.search(r"(\d+) requests in", out)
+        return {"rps": rps, "requests": int(total.group(1)) if total else 0, "p50": _ms(*p50.groups()), "p99": _ms(*p99.groups()),
                 "errors": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errs.group(0) if errs else ""}
     import json
 
@@ -213,6 +238,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (default 5)")
     ap.add_argument("--connections", default="1,32,128")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="measure every cell this many times, targets interleaved, and report the median "
+                         "(damps noise from other work on the machine; default 3)")
     args = ap.parse_args()
     conn_levels = [int(x) for x in args.connections.split(",")]
     have_nginx = shutil.which("nginx") is not None
@@ -236,6 +264,7 @@ def main() -> int:
         procs.append(subprocess.Popen([PY, "-c", GATEWAY_RUNNER, db_url, str(gw_port), str(ROOT / "src")]))
         wait_port(gw_port)
         targets = {"direct": op_port, "gateway": gw_port}
+        pids = {"gateway": procs[-1].pid}
         if have_nginx:
             ng_port = free_port()
             procs.append(start_nginx(nginx_conf(work, "proxy", f"""
@@ -245,18 +274,28 @@ def main() -> int:
                 upstream=f"upstream op {{ server 127.0.0.1:{op_port}; keepalive 256; }}"), work, "proxy"))
             wait_port(ng_port)
             targets["nginx"] = ng_port
+            pids["nginx"] = procs[-1].pid
         path = "/v1/services/traffic-fines/fines/12345"
         loader = "wrk (1 thread)" if shutil.which("wrk") else "python keep-alive loader (wrk not installed)"
-        print(f"operator: {operator_kind}; load: {loader}; {args.duration:g}s per run; cores: {os.cpu_count()}")
+        print(f"operator: {operator_kind}; load: {loader}; {args.duration:g}s per run, median of {args.rounds} "
+              f"interleaved rounds; cores: {os.cpu_count()}; load average before: {os.getloadavg()[0]:.2f}")
         if not have_nginx:
             print("note: nginx not installed (apt-get install -y nginx) — nginx baseline skipped")
         # sanity + warm-up
         for name, port in targets.items():
             run_load(port, path, 8, 1.0)
+        runs: dict[tuple[str, int], list[dict]] = {}
+        for _ in range(args.rounds):
+            for c in conn_levels:
+                for name, port in targets.items():
+                    runs.setdefault((name, c), []).append(run_load(port, path, c, args.duration, pids.get(name)))
         results: dict[tuple[str, int], dict] = {}
-        for c in conn_levels:
-            for name, port in targets.items():
-                results[(name, c)] = run_load(port, path, c, args.duration)
+        for key, rs in runs.items():
+            med = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
+            cpu = sorted(r["cpu_us"] for r in rs if "cpu_us" in r)
+            results[key] = dict(med, errors=sum(r.get("errors", 0) for r in rs),
+                                all_rps=[round(r["rps"]) for r in rs],
+                                cpu_us=cpu[len(cpu) // 2] if cpu else None)
         print()
         hdr = f"{'conns':>5}  " + "  ".join(f"{n + ' req/s':>14} {'p50 ms':>7} {'p99 ms':>7}" for n in targets)
         hdr += "  gw/direct" + ("  gw/nginx" if "nginx" in targets else "")
@@ -270,6 +309,15 @@ def main() -> int:
             if "nginx" in targets:
                 row += f"  {gw / results[('nginx', c)]['rps']:>8.2f}"
             print(row)
+        if "nginx" in targets:
+            print("\nCPU per request (median, µs; less sensitive to other load than req/s):")
+            for c in conn_levels:
+                g, n = results[("gateway", c)]["cpu_us"], results[("nginx", c)]["cpu_us"]
+                if g and n:
+                    print(f"  @{c:<4} gateway {g:7.1f}   nginx {n:6.1f}   nginx/gateway {n / g:5.2f}")
+        print("\nall rounds (req/s):")
+        for (n, c), r in results.items():
+            print(f"  {n:>8} @{c:<4} {r['all_rps']}")
         errs = {f"{n}@{c}": r.get("errors") for (n, c), r in results.items() if r.get("errors")}
         print("\nerrors (non-2xx):", errs or "none")
         return 0

@@ -364,3 +364,13 @@ def test_new_licence_then_grant_both_audited(dash):
         lic = s.get(m.Licence, new_id)
         assert lic.status == "active"
         assert [(e.action, e.actor) for e in lic.events] == [("apply", "dashboard:admin"), ("grant", "dashboard:admin")]
+
+
+def test_overview_for_one_province_shows_its_operators(dash):
+    c = client(dash["url"])
+    login(c, dash["token"])
+    r = c.get("/", params={"province": "IR-01"})
+    assert r.status_code == 200 and "برای ساکنان گیلان" in r.text
+    row = re.search(r'href="/services/transport.traffic-fines".*?</tr>', r.text, re.S).group(0)
+    assert "گیلان‌پرداز" in row and "۱ از ۱" in row
+    assert "شناخته نیست" in c.get("/", params={"province": "IR-77"}).text

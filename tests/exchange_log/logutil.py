@@ -76,3 +76,13 @@ def sql(db_url: str, *statements: tuple[str, dict] | str) -> list:
     finally:
         eng.dispose()
     return out
+
+
+def head_sizes(store) -> list[int]:
+    """Sizes of the stored signed tree heads, ascending (batching decides them; tests must not guess)."""
+    return [int(r[0]) for r in sql(store.engine.url.render_as_string(hide_password=False),
+                                   "SELECT tree_size FROM exchange_log_tree_heads ORDER BY tree_size")]
+
+
+def first_head_after(store, seq: int) -> int:
+    return min(s for s in head_sizes(store) if s > seq)

@@ -128,7 +128,7 @@ def test_spill_survives_restart_and_skips_duplicates(log_db_url, settings):
     """Records spilled by one writer are drained by the next one (the process died meanwhile)."""
     with StoreLock(log_db_url):
         sink, exs = fill_log(log_db_url, settings.var_dir, 200, close=False, store_timeout_s=0.2,
-                             retry_interval_s=60)
+                             retry_interval_s=60, mode="thread")
         assert sink.stats()["spill_pending_records"] == 200
         sink._stop.set()  # stop the writer without draining (as if the process had died)
         sink._wake.set()
@@ -137,7 +137,7 @@ def test_spill_survives_restart_and_skips_duplicates(log_db_url, settings):
     from zistboom.exchange_log.spill import SpillFile
     from zistboom.exchange_log.record import encode_exchange
 
-    sink2 = make_sink(log_db_url, SimpleNamespace(var_dir=settings.var_dir), flush_interval_ms=5)
+    sink2 = make_sink(log_db_url, SimpleNamespace(var_dir=settings.var_dir), flush_interval_ms=5, mode="thread")
     sink2.start()
     assert sink2.wait_ready()
     deadline = time.monotonic() + 15
@@ -152,7 +152,7 @@ def test_spill_survives_restart_and_skips_duplicates(log_db_url, settings):
     spill = SpillFile(settings.var_dir / "exchange-log" / "spill.bin", 1 << 30)
     spill.append([encode_exchange(e) for e in exs[:50]])
     spill.close()
-    sink3 = make_sink(log_db_url, SimpleNamespace(var_dir=settings.var_dir), flush_interval_ms=5)
+    sink3 = make_sink(log_db_url, SimpleNamespace(var_dir=settings.var_dir), flush_interval_ms=5, mode="thread")
     sink3.start()
     sink3.wait_ready()
     deadline = time.monotonic() + 15

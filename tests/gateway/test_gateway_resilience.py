@@ -64,6 +64,11 @@ def test_5xx_failover_only_when_idempotent(registry, operators, gateway):
     assert r.status_code == 500 and r.headers["x-zistboom-operator"] == "a"
     assert "x-zistboom-error" not in r.headers
     assert b.count() == 1
+    m = httpx.get(gw.url + "/metrics").text
+    assert 'zistboom_gateway_failovers_total{service="fines"} 1.0' in m
+    assert 'zistboom_gateway_retries_total{service="fines"} 1.0' in m
+    assert 'zistboom_gateway_upstream_attempts_total{operator="a",outcome="http_5xx"} 2.0' in m
+    assert 'zistboom_gateway_request_duration_seconds_count{operator="b",province="IR-01",service="fines"} 1.0' in m
 
 
 def test_post_fails_over_on_connect_error(registry, operators, gateway):

@@ -236,19 +236,25 @@ def make_router(session_factory, token_checker, settings=None, *, cookie_secure:
 
     # -- overview -----------------------------------------------------------------------------
     @router.get("/", response_class=HTMLResponse, name="dash_overview")
-    async def overview(request: Request) -> Response:
+    async def overview(request: Request, province: str = "") -> Response:
         sess = need_view(request)
         if isinstance(sess, Response):
             return sess
         now = utcnow()
+        province = sess.province or to_ascii_digits(province).upper()
         with db() as s:
             snap = data.snapshot(s)
+            notice = ""
+            if province and province not in snap.provinces:
+                notice = f"استان «{province}» شناخته نیست؛ همهٔ استان‌ها نشان داده می‌شوند."
+                province = ""
             clusters = s.query(m.Cluster).order_by(m.Cluster.id).all()
             minute = now.replace(second=0, microsecond=0)
-            last5 = data.service_counts(s, minute - timedelta(minutes=5), minute)
-            last60 = data.service_counts(s, minute - timedelta(minutes=60), minute)
-            open_inc = data.open_incident_counts(s)
-            provinces = [sess.province] if sess.province else sorted(snap.provinces)
+            pf = province or None
+            last5 = data.service_counts(s, minute - timedelta(minutes=5), minute, province=pf)
+            last60 = data.service_counts(s, minute - timedelta(minutes=60), minute, province=pf)
+            open_inc = data.open_incident_counts(s, pf)
+            provinces = [province] if province else sorted(snap.provinces)
             rows = []
             for c in clusters:
                 svcs = []
@@ -267,16 +273,35 @@ def make_router(session_factory, token_checker, settings=None, *, cookie_secure:
                         state = "degraded"
                     else:
                         state = "ok"
-                    svcs.append({"svc": svc, "covered": covered, "n_provinces": len(provinces), "ops": ops,
+                    svcs.append({"svc": svc, "covered": covered, "n_provinces": len(provinces),
+                                 "ops": [snap.operators[o] for o in ops if o in snap.operators],
                                  "rpm": (c5.total / 5) if c5 else None, "avail": avail,
                                  "latency": c60.latency_ms if c60 else None, "incidents": n_inc, "state": state})
                 rows.append({"cluster": c, "services": svcs})
-            total_open = sum(open_inc.values())
+            # operators burning their error budget: last hour's error ratio / (1 - strictest SLA)
+            by_op = data.service_counts(s, minute - timedelta(minutes=60), minute, by="operator", province=pf)
+            burning = []
+            for op_id, cnt in by_op.items():
+                targets = [lic.sla_target for lic in snap.licences if lic.operator_id == op_id and lic.status == "active"]
+                if not cnt.total or not targets:
+                    continue
+                target = max(targets)
+                err = 1 - cnt.good / cnt.total
+                burning.append({"op": snap.operators.get(op_id), "op_id": op_id, "total": cnt.total, "err": err,
+                                "target": target, "burn": err / (1 - target) if target < 1 else None})
+            burning.sort(key=lambda b: -(b["burn"] or 0))
+            month_a, month_b = data.jalali_month_bounds(now)
+            expiring = sum(1 for lic in snap.licences if lic.status in ("active", "suspended")
+                           and month_a <= lic.valid_until < month_b and (not province or province in lic.provinces))
             return render(request, "overview.html", {
                 "rows": rows, "has_requests": data.has_requests(s), "has_incidents": data.has_incidents(s),
-                "total_open": total_open, "n_services": len(snap.services), "n_operators": len(snap.operators),
+                "total_open": sum(open_inc.values()), "n_services": len(snap.services), "n_operators": len(snap.operators),
                 "n_active": sum(1 for lic in snap.licences if lic.status == "active"),
                 "rpm_total": (sum(c.total for c in last5.values()) / 5) if last5 else None,
+                "province": province, "provinces": sorted(snap.provinces.values(), key=lambda p: p.code),
+                "pname": snap.provinces[province].name_fa if province else "", "notice": notice,
+                "burning": burning[:8], "expiring": expiring,
+                "month_label": format_jalali(month_a, with_time=False)[:7],
             }, sess=sess)
 
     # -- provinces ----------------------------------------------------------------------------
@@ -444,6 +469,7 @@ def make_router(session_factory, token_checker, settings=None, *, cookie_secure:
             return render(request, "operator.html", {
                 "op": op, "home": home, "cards": cards, "health": health, "chart": chart, "incidents": incs,
                 "has_requests": data.has_requests(s), "has_incidents": data.has_incidents(s),
+                "cluster_fa": {c.id: c.name_fa for c in s.query(m.Cluster)},
             }, sess=sess)
 
     # -- licences -----------------------------------------------------------------------------
@@ -480,6 +506,7 @@ def make_router(session_factory, token_checker, settings=None, *, cookie_secure:
                 "flash": flash, "month_label": format_jalali(month_a, with_time=False)[:7],
                 "pnames": {p.code: p.name_fa for p in provinces}, "now_dt": now,
                 "allowed": {a: licensing.TRANSITIONS[a] for a in UI_ACTIONS},
+                "cluster_fa": {c.id: c.name_fa for c in s.query(m.Cluster)},
             }, sess=sess)
 
     def _new_form(request: Request, sess: DashSession, form: dict[str, Any], error: str = "", status: int = 200) -> Response:
@@ -589,6 +616,7 @@ def make_router(session_factory, token_checker, settings=None, *, cookie_secure:
                 valid_until = to_persian_digits(jdatetime.date(nxt.year + 1, nxt.month, min(nxt.day, 29)).strftime("%Y/%m/%d"))
             ctx = _confirm_ctx(lic, action, reason, valid_until)
             ctx["operator"] = lic.operator
+            ctx["cluster_fa"] = {c.id: c.name_fa for c in s.query(m.Cluster)}
             ctx["message"] = "آنچه نوشته بودید نگه داشته شد؛ بررسی و دوباره تأیید کنید." if why else ""
             return render(request, "licence_confirm.html", ctx, sess=sess)
 
@@ -618,7 +646,7 @@ def make_router(session_factory, token_checker, settings=None, *, cookie_secure:
 
             def again(msg: str, status: int) -> HTMLResponse:
                 ctx = _confirm_ctx(lic, action, reason, valid_until)
-                ctx.update(operator=lic.operator, error=msg)
+                ctx.update(operator=lic.operator, error=msg, cluster_fa={c.id: c.name_fa for c in s.query(m.Cluster)})
                 return render(request, "licence_confirm.html", ctx, status, sess)
 
             if str(form.get("csrf", "")) != sess.csrf:

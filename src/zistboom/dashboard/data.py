@@ -274,12 +274,15 @@ def incidents(session: Session, flt: IncidentFilter | None = None, limit: int = 
     return list(session.scalars(q.order_by(inc.opened_at.desc(), inc.id.desc()).limit(limit)))
 
 
-def open_incident_counts(session: Session) -> dict[str, int]:
-    """Open incidents per service id."""
+def open_incident_counts(session: Session, province: str | None = None) -> dict[str, int]:
+    """Open incidents per service id (those of ``province`` or of no province, when given)."""
     if not has_incidents(session):
         return {}
     inc = _mon().Incident
-    rows = session.execute(select(inc.service_id, func.count()).where(inc.state != "resolved").group_by(inc.service_id))
+    q = select(inc.service_id, func.count()).where(inc.state != "resolved")
+    if province:
+        q = q.where((inc.province == province) | (inc.province.is_(None)))
+    rows = session.execute(q.group_by(inc.service_id))
     return {sid or "": int(n) for sid, n in rows}
 
 

@@ -29,6 +29,7 @@ figure). Only one writer may append to a store at a time.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import Counter, deque
@@ -161,7 +162,6 @@ class ExchangeLogSink:
             return
         self._started = True
         self._signer = load_or_create_signer(self.cfg.key_file)
-        self._spill = SpillFile(self.cfg.spill_file, self.cfg.spill_max_bytes)
         url = self.db_url
         if url.startswith("sqlite"):
             ca = {"check_same_thread": False, "timeout": self.cfg.store_timeout_s}
@@ -186,10 +186,6 @@ class ExchangeLogSink:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self._spill is not None and not (self._thread and self._thread.is_alive()):
-            self._spill.close()
-        if self._engine is not None and not (self._thread and self._thread.is_alive()):
-            self._engine.dispose()
         self.store.engine.dispose()
 
     async def aclose(self) -> None:
@@ -245,9 +241,23 @@ class ExchangeLogSink:
 
     # -- writer thread ---------------------------------------------------------------------------
 
+    def _lock_writer(self) -> None:
+        """One writer per var_dir: an exclusive ``flock`` on ``exchange-log/writer.lock``, held for
+        the writer's life (released by the kernel if the process dies). A new writer started while
+        an old one is still draining (e.g. right after a gateway restart) waits here; the gateway
+        keeps queueing meanwhile."""
+        import fcntl
+
+        path = Path(self.cfg.spill_file).with_name("writer.lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+
     def _run(self) -> None:
         cfg = self.cfg
         interval = cfg.flush_interval_ms / 1000.0
+        self._lock_writer()
+        self._spill = SpillFile(cfg.spill_file, cfg.spill_max_bytes)
         self._store_ok = self._try_store()
         self._ready.set()
         while True:
@@ -276,6 +286,7 @@ class ExchangeLogSink:
                 self._wake.clear()
         self._spill.close()
         self._engine.dispose()
+        os.close(self._lock_fd)  # releases the writer lock
 
     def _take(self) -> list[Exchange]:
         q = self._q

@@ -36,8 +36,10 @@ from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from zistboom.exchange_log.store import ExchangeLogStore
 from zistboom.gateway.events import Attempt, Exchange, ProbeResult
+
+# Kept light on purpose: the child must be reading its pipe within a few milliseconds of starting
+# (heavy imports — SQLAlchemy, cryptography — happen after its reader thread runs).
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ class ProcessExchangeLogSink:
         self._proc: subprocess.Popen | None = None
         self._feeder: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
         self._drop = [0, None, None, Counter()]  # n, first_us, last_us, reasons
         self._child_stats: dict = {}
         self._flushed: dict[int, threading.Event] = {}
@@ -82,6 +85,8 @@ class ProcessExchangeLogSink:
         self._started = False
         self._closed = threading.Event()
         self.counters = Counter()
+        from zistboom.exchange_log.store import ExchangeLogStore
+
         self.store = ExchangeLogStore(db_url, sth_every_seconds=config.sth_every_seconds)
 
     # -- gateway side --------------------------------------------------------------------------
@@ -153,7 +158,8 @@ class ProcessExchangeLogSink:
     def _send(self, msg) -> bool:
         data = marshal.dumps(msg)
         try:
-            self._proc.stdin.write(_LEN.pack(len(data)) + data)
+            with self._send_lock:  # the feeder and flush() both write frames
+                self._proc.stdin.write(_LEN.pack(len(data)) + data)
             return True
         except (BrokenPipeError, OSError, ValueError):
             return False
@@ -214,9 +220,7 @@ class ProcessExchangeLogSink:
         self._token += 1
         ev = threading.Event()
         self._flushed[self._token] = ev
-        with self._lock:  # the feeder is the only other writer to stdin; hold the drop lock as a guard
-            ok = self._send(("f", self._token))
-        if not ok:
+        if not self._send(("f", self._token)):
             return False
         got = ev.wait(max(0.0, end - time.monotonic()))
         self._flushed.pop(self._token, None)
@@ -275,9 +279,35 @@ class ProcessExchangeLogSink:
 
 
 def _child(db_url: str, cfg_json: str) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal Ctrl-C: finish via end-of-input instead
+    # 1. Start draining the pipe at once, before the heavy imports, so the gateway's side never waits
+    #    for this process to start; frames wait here (bounded: beyond it the pipe pushes back).
+    frames: deque[bytes] = deque()
+    arrived = threading.Event()
+    eof = threading.Event()
+    inp = sys.stdin.buffer
+
+    def reader():
+        while True:
+            head = inp.read(4)
+            if len(head) < 4:
+                break
+            (n,) = _LEN.unpack(head)
+            data = inp.read(n)
+            if len(data) < n:
+                break  # torn last frame: the gateway died while writing it
+            frames.append(data)
+            arrived.set()
+            while len(frames) > 500:
+                time.sleep(0.005)
+        eof.set()
+        arrived.set()
+
+    threading.Thread(target=reader, name="exchange-log-pipe", daemon=True).start()
+
+    # 2. The normal writer (thread mode) inside this process.
     from zistboom.exchange_log.sink import ExchangeLogConfig, ExchangeLogSink
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal Ctrl-C: finish via end-of-input instead
     cfg = json.loads(cfg_json)
     for k in ("var_dir", "key_file", "spill_file"):
         if cfg.get(k) is not None:
@@ -295,25 +325,21 @@ def _child(db_url: str, cfg_json: str) -> int:
                 pass
 
     sink.start()
-    sink.wait_ready(30)
     done = threading.Event()
 
     def stats_loop():
         while not done.wait(0.1):
-            emit({"stats": {**sink.stats(), "ready": True}})
+            emit({"stats": {**sink.stats(), "ready": sink._ready.is_set()}})
 
     threading.Thread(target=stats_loop, daemon=True).start()
-    emit({"stats": {**sink.stats(), "ready": True}})
-    inp = sys.stdin.buffer
     while True:
-        head = inp.read(4)
-        if len(head) < 4:
-            break
-        (n,) = _LEN.unpack(head)
-        data = inp.read(n)
-        if len(data) < n:
-            break
-        msg = marshal.loads(data)
+        if not frames:
+            if eof.is_set():
+                break
+            arrived.wait(0.05)
+            arrived.clear()
+            continue
+        msg = marshal.loads(frames.popleft())
         kind = msg[0]
         if kind == "x":
             for t in msg[1]:
@@ -325,7 +351,9 @@ def _child(db_url: str, cfg_json: str) -> int:
             sink._note_dropped(n_dropped, reason, _EPOCH + timedelta(microseconds=first_us),
                                _EPOCH + timedelta(microseconds=last_us))
         elif kind == "f":
+            sink.wait_ready(60)
             sink.flush(60)
+            emit({"stats": {**sink.stats(), "ready": True}})  # fresh figures before the answer
             emit({"flushed": msg[1]})
         elif kind == "c":
             break

@@ -149,7 +149,7 @@ class Gateway:
         from zistboom.registry.db import make_engine
 
         url = self.db_url
-        if url.startswith("sqlite:///") and "uri=true" not in url and ":memory:" not in url:
+        if url.startswith("sqlite:///") and "?" not in url and ":memory:" not in url:
             # open read-write *without creating*: a removed database file must read as "unreachable",
             # not silently become a new empty database
             path = url[len("sqlite:///"):]
@@ -337,16 +337,23 @@ class Gateway:
         typ = scope["type"]
         if typ == "http":
             path = scope["path"]
-            if path.startswith(_PREFIX):
-                await self._proxy(scope, receive, send)
-            elif path == "/v1/ask":
-                await self._ask(scope, receive, send)
-            elif path == "/healthz":
-                await self._healthz(scope, send)
-            elif path == "/metrics":
-                await self._metrics(scope, send)
-            else:
-                await self._error(send, "not_found", _request_id(scope))
+            try:
+                if path.startswith(_PREFIX):
+                    await self._proxy(scope, receive, send)
+                elif path == "/v1/ask":
+                    await self._ask(scope, receive, send)
+                elif path == "/healthz":
+                    await self._healthz(scope, send)
+                elif path == "/metrics":
+                    await self._metrics(scope, send)
+                else:
+                    await self._error(send, "not_found", _request_id(scope))
+            except Exception:  # a bug must still give the client the gateway's JSON error, not a bare 500
+                log.exception("unhandled error on %s %s", scope.get("method"), path)
+                try:
+                    await self._error(send, "internal", _request_id(scope))
+                except Exception:  # the response had already started: nothing more to say
+                    pass
         elif typ == "lifespan":
             await self._lifespan(receive, send)
         # websockets are not proxied: returning without accepting closes them (403)
