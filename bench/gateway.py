@@ -211,8 +211,11 @@ def run_load(port: int, path: str, conns: int, duration: float, pid: int | None 
     return res
 
 
+USE_WRK = shutil.which("wrk") is not None
+
+
 def _run_load(port: int, path: str, conns: int, duration: float) -> dict:
-    if shutil.which("wrk"):
+    if USE_WRK:
         out = subprocess.run(
             ["wrk", "-t1", f"-c{conns}", f"-d{duration:g}s", "--latency", "--timeout", "10s", "-H", f"X-Api-Key: {KEY}",
              f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, timeout=duration + 30).stdout
@@ -238,11 +241,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (default 5)")
     ap.add_argument("--connections", default="1,32,128")
+    ap.add_argument("--loader", choices=("auto", "python"), default="auto",
+                    help="auto: wrk when installed, else the Python loader; python: always the Python loader")
     ap.add_argument("--rounds", type=int, default=3,
                     help="measure every cell this many times, targets interleaved, and report the median "
                          "(damps noise from other work on the machine; default 3)")
     args = ap.parse_args()
     conn_levels = [int(x) for x in args.connections.split(",")]
+    global USE_WRK
+    USE_WRK = USE_WRK and args.loader == "auto"
     have_nginx = shutil.which("nginx") is not None
     procs: list[subprocess.Popen] = []
     work = Path(tempfile.mkdtemp(prefix="zistboom-bench-"))
@@ -276,7 +283,7 @@ def main() -> int:
             targets["nginx"] = ng_port
             pids["nginx"] = procs[-1].pid
         path = "/v1/services/traffic-fines/fines/12345"
-        loader = "wrk (1 thread)" if shutil.which("wrk") else "python keep-alive loader (wrk not installed)"
+        loader = "wrk (1 thread)" if USE_WRK else "python keep-alive loader (separate process)"
         print(f"operator: {operator_kind}; load: {loader}; {args.duration:g}s per run, median of {args.rounds} "
               f"interleaved rounds; cores: {os.cpu_count()}; load average before: {os.getloadavg()[0]:.2f}")
         if not have_nginx:

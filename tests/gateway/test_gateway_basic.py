@@ -38,6 +38,12 @@ def test_auth_access_unknown(registry, operators, gateway):
     assert_gateway_error(get(gw, "/v1/services/fines/fines/12", {**KEY, "X-Caller-Province": "IR-99"}), 400,
                          "unknown_province")
     assert_gateway_error(get(gw, "/nowhere"), 404, "not_found")
+    # dot segments, plain or percent-encoded, never reach an operator
+    for raw in ("/v1/services/fines/fines/%2e%2e", "/v1/services/fines/fines/a%2F..%2F..%2Fother"):
+        with httpx.Client() as c:
+            req = c.build_request("GET", gw.url + "/", headers=KEY)
+            req.url = req.url.copy_with(raw_path=raw.encode())
+            assert_gateway_error(c.send(req), 400, "bad_path")
     assert a.count() == 0
     r = get(gw, "/v1/services/fines/fines/12?x=1", {"Authorization": "Bearer key-app1-secret"})
     assert r.status_code == 200

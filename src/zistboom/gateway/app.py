@@ -7,8 +7,9 @@ Endpoints:
   or ``Authorization: Bearer <key>``; optional ``X-Caller-Province`` (ISO 3166-2 code, default:
   the client system's own province). Checks, in order: key (401 ``unauthorized``), service
   known (404 ``unknown_service``), access right (403 ``forbidden``, deny by default), operation
-  in the contract (404 ``unknown_operation``), province (400 ``unknown_province`` /
-  ``province_required``), rate limit (429 ``rate_limited``).
+  in the contract (404 ``unknown_operation``; dot segments 400 ``bad_path``), province (400
+  ``unknown_province`` / ``province_required``), rate limit (429 ``rate_limited``), licensed
+  operator (503 ``no_route``), upstream (502 ``upstream_unavailable`` / 504 ``upstream_timeout``).
   The upstream request target is the endpoint's path prefix + the *unchanged* client path
   (``/v1/services/{service_id}/{path}?query``), like a plain reverse proxy. Extra request headers
   to the operator: ``X-Request-Id``, ``X-Forwarded-For``, ``X-Zistboom-Client``,
@@ -79,6 +80,8 @@ ERRORS: dict[str, tuple[int, str, str]] = {
     "unknown_province": (400, "کد استان ناشناخته است.", "Unknown province code in X-Caller-Province."),
     "province_required": (400, "استان درخواست‌کننده مشخص نیست؛ سرآیند X-Caller-Province را بفرستید.",
                           "The caller's province is unknown; send the X-Caller-Province header."),
+    "bad_path": (400, "نشانی درخواست بخش «.» یا «..» دارد که پذیرفته نیست.",
+                 "Dot segments (. or ..) are not allowed in the request path."),
     "bad_json": (400, "بدنهٔ درخواست JSON معتبر نیست.", "The request body is not valid JSON."),
     "bad_question": (400, "پرسش نامعتبر است.", "The question is not valid."),
     "body_too_large": (413, "حجم درخواست بیش از حد مجاز است.", "The request body is too large."),
@@ -462,6 +465,9 @@ class Gateway:
             ex.service_id = service_id
         if service_id not in client.allowed_services:
             return await self._fail(send, request_id, ex, ex_service, ex_province, method, rel_path, t_start, "forbidden")
+        if "/." in rel_path and any(seg in (".", "..") for seg in rel_path.split("/")):
+            # dot segments (also %2e%2e / %2f-encoded) could climb out of the service's prefix at the operator
+            return await self._fail(send, request_id, ex, ex_service, ex_province, method, rel_path, t_start, "bad_path")
         op = table.match_operation(service_id, method, rel_path)
         if op is None:
             return await self._fail(send, request_id, ex, ex_service, ex_province, method, rel_path, t_start, "unknown_operation")

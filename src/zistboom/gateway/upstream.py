@@ -19,7 +19,9 @@ Failure classes (what the caller may retry):
 * :class:`ResponseTooLarge` — the answer exceeded the size limit.
 
 Responses are fully buffered (bounded by ``max_body``); request bodies are sent with
-``Content-Length``.
+``Content-Length``. Try timeouts are enforced by one coarse timer per client that sweeps busy
+connections every 50 ms, so a try may last up to its timeout + 50 ms. Idle connections are reused
+newest first and dropped after ``idle_timeout`` (keep it below the upstream's keep-alive timeout).
 """
 
 from __future__ import annotations
