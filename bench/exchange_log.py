@@ -50,7 +50,7 @@ def bench_writer(tmp: Path, n: int, sth_every: int) -> tuple[float, str]:
     url = migrated_sqlite(tmp)
     exs = [make_exchange(i) for i in range(n)]
     sink = make_sink(url, SimpleNamespace(var_dir=tmp / "var"), queue_max=n + 1, batch_max=5000,
-                     sth_every_records=sth_every, high_water=1.0)
+                     sth_every_records=sth_every, high_water=1.0, mode="thread")
     for ex in exs:
         sink.on_exchange(ex)
     t0 = time.perf_counter()
@@ -81,6 +81,26 @@ def bench_encode_and_sign(n: int) -> tuple[float, float]:
     return enc, sig
 
 
+def bench_gateway_side(tmp: Path, n: int) -> tuple[float, float]:
+    """CPU the gateway process spends per record in process mode (on_exchange + feeder thread
+    packing and shipping to the writer process), measured with thread CPU clocks."""
+    from zistboom.exchange_log.sink import make_sink
+
+    url = migrated_sqlite(tmp)
+    exs = [make_exchange(i) for i in range(n)]
+    sink = make_sink(url, SimpleNamespace(var_dir=tmp / "var"), queue_max=n + 1)
+    sink.start()
+    sink.wait_ready(60)
+    t0 = time.thread_time()
+    for ex in exs:
+        sink.on_exchange(ex)
+    enq = (time.thread_time() - t0) / n * 1e6
+    sink.flush(120)
+    feeder = sink.stats()["feeder_cpu_s"] / n * 1e6
+    sink.close()
+    return enq, feeder
+
+
 def fast_exchange(i: int):
     """A cheap Exchange for filling a big store (the tests' factory seeds a PRNG per record)."""
     from datetime import datetime, timedelta, timezone
@@ -98,8 +118,9 @@ def fill_fast(url: str, tmp: Path, n: int) -> None:
     from zistboom.exchange_log.sink import make_sink
 
     sink = make_sink(url, SimpleNamespace(var_dir=tmp / "var"), queue_max=200_001, batch_max=5000,
-                     sth_every_records=10_000, high_water=1.0)
+                     sth_every_records=10_000, high_water=1.0, mode="thread")
     sink.start()
+    sink.wait_ready()
     done = sink.stats()["tree_size"]
     chunk = 100_000
     i = done
@@ -199,6 +220,10 @@ def main() -> None:
         enc, sig = bench_encode_and_sign(50_000)
         print(f"encode + leaf hash only:      {enc:10,.0f} records/s")
         print(f"Ed25519 tree-head signatures: {sig:10,.0f} /s")
+        (tmp / "g").mkdir()
+        enq, feeder = bench_gateway_side(tmp / "g", 50_000)
+        print(f"gateway-side cost per record (process mode): on_exchange {enq:.2f} µs + feeder thread "
+              f"{feeder:.2f} µs of CPU")
         if args.writer_records:
             (tmp / "w").mkdir()
             affinity = os.sched_getaffinity(0)

@@ -192,3 +192,27 @@ def test_http_receipt_endpoint(log):
         assert r2.json()["error"]["code"] == "receipt_not_found" and "‌" in r2.json()["error"]["message_fa"]
         assert httpx.get(f"{base}/v1/receipts/{ex.request_id}").status_code == 401
         assert httpx.get(f"{base}/v1/receipts/bad%20id", headers={"x-client": other}).status_code == 400
+        assert httpx.get(f"{base}/v1/receipts/{'x' * 129}", headers={"x-client": other}).status_code == 400
+
+
+def test_same_request_id_from_two_clients(log_db_url, settings):
+    """Clients may supply X-Request-ID; two clients using one id each get only their own receipt."""
+    from types import SimpleNamespace
+
+    from logutil import make_exchange
+
+    from zistboom.exchange_log.sink import make_sink
+
+    sink = make_sink(log_db_url, SimpleNamespace(var_dir=settings.var_dir), flush_interval_ms=5)
+    sink.start()
+    a, b = make_exchange(1, "client-a"), make_exchange(2, "client-b")
+    a.request_id = b.request_id = "shared-id-1"
+    sink.on_exchange(a)
+    sink.on_exchange(b)
+    assert sink.flush(60)
+    sink.close()
+    ra = sink.store.receipt_for_client("shared-id-1", "client-a")
+    rb = sink.store.receipt_for_client("shared-id-1", "client-b")
+    assert ra["record"]["client_id"] == "client-a" and rb["record"]["client_id"] == "client-b"
+    assert sink.store.receipt_for_client("shared-id-1", "client-c") is None
+    assert sink.store.receipt_for_client("shared-id-1", "") is None

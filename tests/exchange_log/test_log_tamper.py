@@ -7,7 +7,7 @@ from __future__ import annotations
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
-from logutil import fill_log, first_head_after, head_sizes, sql
+from logutil import fill_log, first_head_after, sql
 
 from zistboom.exchange_log import merkle
 from zistboom.exchange_log.keys import key_path, load_public_from_key_file
@@ -212,3 +212,34 @@ def test_any_single_byte_change_of_any_record_fails(log, data):
         assert any(p.get("seq") == seq for p in rep.problems)
     finally:
         sql(url, ("UPDATE exchange_log_records SET record = :r WHERE seq = :s", {"r": rec, "s": seq}))
+
+
+def test_cli_verify_sth_and_consistency(log, settings, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    store, _ = log
+    url = store_url(store)
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "ZISTBOOM_VAR_DIR": str(settings.var_dir), "PYTHONPATH": str(repo / "src")}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "zistboom", "log", *args, *(
+            ["--database-url", url] if args[0] in ("verify", "sth", "consistency") else [])],
+            env=env, capture_output=True, text=True, timeout=120)
+
+    r = run("verify", "--strict")
+    assert r.returncode == 0 and r.stdout.startswith("OK"), r.stdout + r.stderr
+    old = tmp_path / "old.json"
+    old.write_bytes(orjson.dumps(store.sth_at(first_head_after(store, 200)).to_json()))
+    r = run("sth", "-o", str(tmp_path / "new.json"))
+    assert r.returncode == 0, r.stderr
+    r = run("consistency", str(old), str(tmp_path / "new.json"))
+    assert r.returncode == 0 and r.stdout.startswith("OK"), r.stdout + r.stderr
+    sql(url, "DELETE FROM exchange_log_records WHERE seq >= 600", "DELETE FROM exchange_log_tree_heads WHERE tree_size > 600")
+    r = run("verify", "--sth", str(tmp_path / "new.json"))
+    assert r.returncode == 1 and "truncated" in r.stdout, r.stdout
+    r = run("consistency", str(old), str(tmp_path / "new.json"))
+    assert r.returncode == 1 and "NOT consistent" in r.stderr

@@ -28,7 +28,7 @@ from zistboom.exchange_log.receipt import dumps_receipt
 from zistboom.exchange_log.store import ExchangeLogStore, ReceiptPending
 
 PREFIX = "/v1/receipts/"
-_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # what the gateway accepts as X-Request-ID
 _JSON = (b"content-type", b"application/json; charset=utf-8")
 
 _MESSAGES = {
@@ -54,7 +54,7 @@ async def receipt_response(store: ExchangeLogStore, request_id: str,
     """``(status, headers, body)`` for ``GET /v1/receipts/{request_id}`` by ``client_id``."""
     if not client_id:
         return _error(401, "unauthenticated")
-    if not isinstance(request_id, str) or not _ID.match(request_id):
+    if not isinstance(request_id, str) or not _ID.fullmatch(request_id):
         return _error(400, "bad_request_id")
     try:
         receipt = await asyncio.to_thread(store.receipt_for_client, request_id, client_id)

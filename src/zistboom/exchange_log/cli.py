@@ -34,13 +34,13 @@ def register(subparsers) -> None:
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.add_argument("--strict", action="store_true",
                    help="also fail on records after the newest signed tree head (use when the gateway is stopped)")
-    v.set_defaults(func=_verify)
+    v.set_defaults(func=_db_errors(_verify))
 
     r = sub.add_parser("receipt", help="write the JSON receipt of one exchange")
     common(r)
     r.add_argument("request_id")
     r.add_argument("-o", "--output", help="file to write (default: stdout)")
-    r.set_defaults(func=_receipt)
+    r.set_defaults(func=_db_errors(_receipt))
 
     vr = sub.add_parser("verify-receipt", help="check a receipt offline, without the database")
     vr.add_argument("file")
@@ -50,7 +50,7 @@ def register(subparsers) -> None:
     s = sub.add_parser("sth", help="print the latest signed tree head")
     common(s)
     s.add_argument("-o", "--output")
-    s.set_defaults(func=_sth)
+    s.set_defaults(func=_db_errors(_sth))
 
     k = sub.add_parser("public-key", help="export the log's public key")
     k.add_argument("-o", "--output")
@@ -61,9 +61,26 @@ def register(subparsers) -> None:
     common(c)
     c.add_argument("old_sth")
     c.add_argument("new_sth")
-    c.set_defaults(func=_consistency)
+    c.set_defaults(func=_db_errors(_consistency))
 
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _db_errors(fn):
+    """Turn an unreachable or unmigrated database into a one-line message and exit code 2."""
+
+    def run(args) -> int:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            return fn(args)
+        except SQLAlchemyError as e:
+            msg = str(e).splitlines()[0]
+            print(f"database error: {msg}\n(is the database reachable and migrated? `zistboom migrate`)",
+                  file=sys.stderr)
+            return 2
+
+    return run
 
 
 def _settings():

@@ -103,8 +103,6 @@ def verify_receipt_file(path: str | Path, pinned_key: Ed25519PublicKey | None = 
 def main(argv: list[str] | None = None) -> int:
     """``python -m zistboom.exchange_log.receipt FILE [--public-key KEY]`` (same as
     ``zistboom log verify-receipt``); exit 0 when valid, 1 when not, 2 on unreadable input."""
-    from zistboom.exchange_log.keys import load_public_key
-
     ap = argparse.ArgumentParser(prog="zistboom log verify-receipt")
     ap.add_argument("file")
     ap.add_argument("--public-key", help="pin the log's public key (PEM, hex or raw file)")

@@ -1,6 +1,10 @@
 """The exchange-log sink the gateway feeds: a bounded in-memory queue and one writer thread that
 appends records to the store in batches, builds the Merkle tree and signs tree heads.
 
+:func:`make_sink` gives, by default, the process variant
+(:class:`zistboom.exchange_log.writer_proc.ProcessExchangeLogSink`): the same writer running in a
+child process, fed through a pipe, so its CPU never holds the gateway's GIL.
+
 Never blocks traffic:
 
 * ``on_exchange`` only appends the :class:`~zistboom.gateway.events.Exchange` to a bounded
@@ -59,6 +63,8 @@ class ExchangeLogConfig:
     """Tuning of the sink; every figure is a default that can be overridden in ``make_sink``.
 
     Units: counts, milliseconds (``_ms``), seconds (``_s``), bytes (``_bytes``).
+    ``ship_interval_ms`` is how often the gateway side of the process mode ships its queue to the
+    writer process (fewer, larger shipments cost the gateway less CPU per record).
     """
 
     var_dir: Path = Path("var")
@@ -72,6 +78,7 @@ class ExchangeLogConfig:
     retry_interval_s: float = 1.0
     store_timeout_s: float = 2.0
     high_water: float = 0.5
+    ship_interval_ms: float = 50.0
     key_file: Path | None = None
     spill_file: Path | None = None
     extra: dict = field(default_factory=dict)
@@ -166,8 +173,13 @@ class ExchangeLogSink:
         if url.startswith("sqlite"):
             ca = {"check_same_thread": False, "timeout": self.cfg.store_timeout_s}
         else:
+            from sqlalchemy.engine import make_url
+
+            # Keep options already in the URL (e.g. -csearch_path=...) and add a statement timeout.
+            opts = make_url(url).query.get("options", "")
+            opts = " ".join(opts) if isinstance(opts, tuple) else opts
             ca = {"connect_timeout": max(1, int(self.cfg.store_timeout_s)),
-                  "options": f"-c statement_timeout={int(self.cfg.store_timeout_s * 1000)}"}
+                  "options": f"{opts} -c statement_timeout={int(self.cfg.store_timeout_s * 1000)}".strip()}
         self._engine = make_engine(url, connect_args=ca)
         self._thread = threading.Thread(target=self._run, name="exchange-log-writer", daemon=True)
         self._thread.start()

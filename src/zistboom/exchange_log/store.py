@@ -119,11 +119,16 @@ class ExchangeLogStore:
             rows = c.execute(text(f"SELECT key_id, public_key FROM {K}")).all()
         return {r[0]: Ed25519PublicKey.from_public_bytes(bytes(r[1])) for r in rows}
 
-    def find(self, request_id: str) -> dict | None:
-        """``{"seq", "record" (bytes), "client_id", "kind"}`` of the record with ``request_id``."""
+    def find(self, request_id: str, client_id: str | None = None) -> dict | None:
+        """``{"seq", "record" (bytes), "client_id", "kind"}`` of the first record with
+        ``request_id`` (and ``client_id`` when given: request ids supplied by clients may repeat)."""
+        q = f"SELECT seq, record, client_id, kind FROM {R} WHERE request_id = :r"
+        params = {"r": request_id}
+        if client_id is not None:
+            q += " AND client_id = :c"
+            params["c"] = client_id
         with self.engine.connect() as c:
-            row = c.execute(text(f"SELECT seq, record, client_id, kind FROM {R} WHERE request_id = :r "
-                                 "ORDER BY seq LIMIT 1"), {"r": request_id}).first()
+            row = c.execute(text(q + " ORDER BY seq LIMIT 1"), params).first()
         if row is None:
             return None
         return {"seq": int(row[0]), "record": bytes(row[1]), "client_id": row[2], "kind": row[3]}
@@ -188,8 +193,10 @@ class ExchangeLogStore:
         cannot even learn whether someone else's request id exists). Raises
         :class:`ReceiptPending` like :meth:`receipt`.
         """
-        found = self.find(request_id)
-        if found is None or found["client_id"] is None or found["client_id"] != client_id:
+        if not client_id:
+            return None
+        found = self.find(request_id, client_id)
+        if found is None:
             return None
         rec = orjson.loads(found["record"])
         if rec.get("client_id") != client_id:  # trust the signed bytes, not only the column
@@ -265,7 +272,7 @@ class ExchangeLogStore:
         size = 0
         expected_seq = 0
         min_node_size = 1 << NODE_MIN_LEVEL
-        loads = orjson.loads
+        dumps = orjson.dumps
         cp_sizes = set(checkpoints)
         sql = f"SELECT seq, record, leaf_hash, request_id, client_id, time_us, kind FROM {R} ORDER BY seq"
         sec_cache: dict[str, int] = {}
@@ -290,19 +297,25 @@ class ExchangeLogStore:
                     if h != stored_leaf:
                         rep.add("record_changed", f"record {seq} does not match its leaf hash", seq=seq)
                     if check_columns:
+                        # The lookup columns must equal the record's fields. Canonical JSON is
+                        # searched as bytes (faster than parsing): an unescaped `"key":` can only
+                        # be a key, since quotes inside strings are escaped, and nested objects
+                        # have no such keys.
                         try:
-                            obj = loads(rec)
-                            iso = obj["time"]
+                            ti = rec.find(b'"time":"')
+                            iso = rec[ti + 8: ti + 35]
                             sec = sec_cache.get(iso[:19])
                             if sec is None:
-                                sec = iso_to_us(iso[:19] + ".000000Z") // 1_000_000
+                                sec = iso_to_us(iso[:19].decode() + ".000000Z") // 1_000_000
                                 sec_cache[iso[:19]] = sec
-                            if (obj["request_id"] != rid or obj["client_id"] != cid or obj["kind"] != kind
-                                    or len(iso) != 27 or iso[26] != "Z" or iso[19] != "."
-                                    or sec * 1_000_000 + int(iso[20:26]) != tus):
+                            if (ti < 0 or iso[26:27] != b"Z" or iso[19:20] != b"."
+                                    or sec * 1_000_000 + int(iso[20:26]) != tus
+                                    or (b'"request_id":' + dumps(rid)) not in rec
+                                    or (b'"client_id":' + dumps(cid)) not in rec
+                                    or (b'"kind":' + dumps(kind)) not in rec):
                                 rep.add("column_mismatch", f"indexed columns of record {seq} differ from the record",
                                         seq=seq)
-                        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                        except (KeyError, TypeError, ValueError, UnicodeDecodeError):
                             rep.add("bad_record", f"record {seq} is not a canonical exchange-log record", seq=seq)
                     # Frontier append (inlined merkle.Frontier.append: this loop is the hot path).
                     stack.append(h)
