@@ -6,6 +6,8 @@ side by side, for
   one uvicorn worker on uvloop/httptools, no sinks),
 * ``nginx``   — through Debian's nginx as a plain reverse proxy (one worker, upstream keep-alive),
   skipped with a note when nginx is not installed,
+* ``gw+redis`` — with ``--redis URL`` only: the gateway with the client rate limit shared through
+  Redis (one GCRA script call per request; :mod:`zistboom.gateway.shared_state`),
 
 to the same operator, with ratios. The operator is an nginx ``return 200`` server when nginx is
 installed (so the operator is not the bottleneck), else a small uvloop/httptools Python server.
@@ -144,8 +146,10 @@ GATEWAY_RUNNER = textwrap.dedent('''
     sys.path.insert(0, sys.argv[3])
     from zistboom.gateway.app import create_gateway
     from zistboom.gateway.config import GatewayConfig
-    # rate limiting stays on, with a bucket the benchmark cannot empty
-    cfg = GatewayConfig(client_rate=1e7, client_burst=1e7)
+    # rate limiting stays on, with a bucket the benchmark cannot empty; argv[4]: optional shared Redis
+    redis_url = sys.argv[4] if len(sys.argv) > 4 else None
+    cfg = GatewayConfig(client_rate=1e7, client_burst=1e7, redis_url=redis_url,
+                        redis_prefix=f"zistboom:bench:{sys.argv[2]}:")
     uvicorn.run(create_gateway(sys.argv[1], config=cfg), host="127.0.0.1", port=int(sys.argv[2]), loop="uvloop",
                 http="httptools", access_log=False, lifespan="on", proxy_headers=False,
                 server_header=False, log_level="warning")
@@ -246,6 +250,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3,
                     help="measure every cell this many times, targets interleaved, and report the median "
                          "(damps noise from other work on the machine; default 3)")
+    ap.add_argument("--redis", default=None, metavar="URL",
+                    help="also measure a gateway whose rate limits are shared through this Redis (e.g. redis://127.0.0.1:6379/0)")
     args = ap.parse_args()
     conn_levels = [int(x) for x in args.connections.split(",")]
     global USE_WRK
@@ -272,6 +278,12 @@ def main() -> int:
         wait_port(gw_port)
         targets = {"direct": op_port, "gateway": gw_port}
         pids = {"gateway": procs[-1].pid}
+        if args.redis:
+            gr_port = free_port()
+            procs.append(subprocess.Popen([PY, "-c", GATEWAY_RUNNER, db_url, str(gr_port), str(ROOT / "src"), args.redis]))
+            wait_port(gr_port)
+            targets["gw+redis"] = gr_port
+            pids["gw+redis"] = procs[-1].pid
         if have_nginx:
             ng_port = free_port()
             procs.append(start_nginx(nginx_conf(work, "proxy", f"""

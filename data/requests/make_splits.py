@@ -10,8 +10,8 @@ Each hand-written row (styles ``formal``, ``colloquial``, ``situation``, ``keywo
 * ``typo``    – one or two keyboard slips (an adjacent key, a dropped or doubled letter).
 
 A derived row stays in the same split as the row it came from (``group``), so the dev split never
-holds a near-copy of a training row. Dev gets, per label, one formal, one colloquial, one
-situation, one keywords and (for half the labels) one finglish row, with their derived rows.
+holds a near-copy of a training row. Dev gets, per label, one formal, one colloquial,
+two situation, one keywords and (for half the labels) one finglish row, with their derived rows.
 """
 
 from __future__ import annotations
@@ -23,43 +23,18 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
+from zistboom.nlp.augment import arabic_keyboard, no_zwnj, typo
+
 HERE = Path(__file__).resolve().parent
 ZWNJ = "\u200c"
 SEED = 13
-# Neighbouring keys on the standard Persian (ISIRI 9147) keyboard, for typo variants.
-_NEIGHBOURS = {
-    "ض": "صش", "ص": "ضثس", "ث": "صقی", "ق": "ثفب", "ف": "قغل", "غ": "فعا", "ع": "غهت", "ه": "عخن",
-    "خ": "هحم", "ح": "خجک", "ج": "حچگ", "چ": "ج", "ش": "ضسظ", "س": "شیصط", "ی": "سبث", "ب": "یلق",
-    "ل": "باف", "ا": "لتغ", "ت": "انع", "ن": "تمه", "م": "نکخ", "ک": "مگح", "گ": "کج", "ظ": "طش",
-    "ط": "ظزس", "ز": "طری", "ر": "زذب", "ذ": "رد", "د": "ذپ", "پ": "د", "و": "ر", "ژ": "ز",
-}
-
-
 def _cluster(label: str) -> str | None:
     return None if label == "none" else label.split(".", 1)[0]
 
 
-def _nozwnj(text: str, rng: random.Random) -> str:
-    return "".join(rng.choice(("", " ", "")) if ch == ZWNJ else ch for ch in text)
-
-
-def _arabic(text: str) -> str:
-    return text.replace("ی", "ي").replace("ک", "ك")
-
-
-def _typo(text: str, rng: random.Random) -> str:
-    chars = list(text)
-    positions = [i for i, ch in enumerate(chars) if ch in _NEIGHBOURS and 0 < i < len(chars) - 1]
-    picks = rng.sample(positions, min(len(positions), 1 if len(positions) < 12 else 2))
-    for i in picks:
-        kind = rng.random()
-        if kind < 0.5:
-            chars[i] = rng.choice(_NEIGHBOURS[chars[i]])
-        elif kind < 0.8:
-            chars[i] = ""
-        else:
-            chars[i] = chars[i] * 2
-    return "".join(chars)
+_nozwnj = no_zwnj
+_arabic = arabic_keyboard
+_typo = typo
 
 
 def load_base(path: Path = HERE / "base.tsv") -> list[dict]:
@@ -86,8 +61,7 @@ def build(base: list[dict]) -> tuple[list[dict], list[dict]]:
             if style == "finglish" and li % 2:
                 continue
             cands = sorted((r for r in rows if r["style"] == style), key=lambda r: hashlib.sha1(r["text"].encode()).hexdigest())
-            if cands:
-                dev_groups.add(cands[0]["group"])
+            dev_groups.update(c["group"] for c in cands[: 2 if style == "situation" else 1])
         derived = []
         hand = [r for r in rows if r["style"] != "finglish"]
         with_zwnj = [r for r in hand if ZWNJ in r["text"]]
@@ -97,7 +71,7 @@ def build(base: list[dict]) -> tuple[list[dict], list[dict]]:
                 derived.append({**r, "style": "nozwnj", "text": _nozwnj(r["text"], rng)})
         for r in sample[:4]:
             derived.append({**r, "style": "arabic", "text": _arabic(r["text"])})
-        n_typo = max(4, 27 - len(rows) - len(derived))
+        n_typo = 4
         for r in (sample[4:] + sample[:4])[:n_typo]:
             derived.append({**r, "style": "typo", "text": _typo(r["text"], rng)})
         seen = set()

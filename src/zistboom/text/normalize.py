@@ -24,6 +24,7 @@ Policy differences from the hazm and virastar test suites are listed, case by ca
 
 from __future__ import annotations
 
+import html
 import re
 import threading
 from typing import Literal
@@ -37,7 +38,7 @@ Digits = Literal["fa", "ascii", "keep"]
 NON_JOINING = set("اآأإدذرزژوؤۀءة")
 # Arabic letter forms that keyboards produce, mapped to Persian (own fix: applied first so every
 # later vocabulary lookup sees Persian letters even if shekar's map changes).
-_ARABIC_TO_PERSIAN = str.maketrans({"ي": "ی", "ى": "ی", "ئ": "ئ", "ك": "ک", "ۍ": "ی", "ې": "ی", "ە": "ه", "ہ": "ه", "ھ": "ه"})
+_ARABIC_TO_PERSIAN = str.maketrans({"ي": "ی", "ى": "ی", "ك": "ک", "ۍ": "ی", "ې": "ی", "ە": "ه", "ہ": "ه", "ھ": "ه"})
 _DIACRITICS_RE = re.compile("[\u064B-\u065F\u0670\u0610-\u061A\u06D6-\u06ED]")
 _KASHIDA_RE = re.compile("\u0640+")
 _PERSIAN_WORD_RE = re.compile("[\u0600-\u06FF\u200c]+")
@@ -49,7 +50,7 @@ KEEP_JOINED = frozenset(
     """
     بیشتر بیشترین کمتر کمترین بهتر بهترین مهتر کهتر دفتر دفترها بستر فیلتر دکتر دختر چتر شتر
     کبوتر اختر انگشتر پوستر متر لیتر تئاتر کامپیوتر خاکستر گستر ستر تنها تنهایی منها رها بها
-    سها شها ریشتر اینها آنها چنانکه آنکه اینکه چنانچه وانگهی همچنین بنابراین
+    سها شها ریشتر چنانکه آنکه اینکه چنانچه وانگهی همچنین بنابراین
     """.split()
 )
 # Project and catalogue compounds that shekar's compound list does not have (own lexicon).
@@ -130,11 +131,33 @@ def _join(stem: str, suffix: str) -> str:
     return stem + suffix if stem[-1] in NON_JOINING else stem + ZWNJ + suffix
 
 
+def _eh_clitic(word: str, vocab: dict[str, int]) -> str | None:
+    """``بچهام`` -> ``بچه‌ام`` when ``بچه`` is more frequent than both the glued word and the
+    plural reading's stem (``بچ``); ``None`` when the rule does not apply."""
+    for clitic in ("ایم", "اید", "اند", "ام", "ات", "اش", "ای"):
+        if word.endswith("ه" + clitic) and len(word) - len(clitic) >= 3:
+            stem = word[: -len(clitic)]
+            plural_stem = word[: -len(clitic) - 1]
+            if vocab.get(stem, 0) > max(vocab.get(word, 0), vocab.get(plural_stem, 0)):
+                return stem + ZWNJ + clitic
+            return None
+    return None
+
+
 def _fix_word(word: str, res: _Resources) -> str:
     """ZWNJ and repeated-letter fixes for one word without spaces (may already hold ZWNJs)."""
     if ZWNJ in word:
+        joined = word.replace(ZWNJ, "")
         # own fix: shekar splits words that are written joined (ریشتر -> ریش‌تر); undo for those
-        return word.replace(ZWNJ, "") if word.replace(ZWNJ, "") in KEEP_JOINED else word
+        if joined in KEEP_JOINED:
+            return joined
+        # own fix: shekar reads بچهام as بچ‌هام (plural); prefer the ه-word + clitic when more frequent
+        head, _, tail = word.partition(ZWNJ)
+        if ZWNJ not in tail and tail.startswith("ها"):
+            fixed = _eh_clitic(joined, res.vocab)
+            if fixed:
+                return fixed
+        return word
     if len(word) < 3:
         return word
     vocab = res.vocab
@@ -143,23 +166,28 @@ def _fix_word(word: str, res: _Resources) -> str:
         two = re.sub(r"(.)\1{2,}", r"\1\1", word)
         one = re.sub(r"(.)\1{2,}", r"\1", word)
         word = two if two in vocab and one not in vocab else one
-    if word in res.compounds:
-        return res.compounds[word]
     if word in KEEP_JOINED:
         return word
+    if word in res.compounds:
+        return res.compounds[word]
     freq = vocab.get(word, 0)
+    # own fix: a clitic glued to a word ending in silent ه (بچهام -> بچه‌ام, پروندهاش -> پرونده‌اش);
+    # chosen over the plural reading (بچ+هام) when the ه-word is the more frequent stem
+    fixed = _eh_clitic(word, vocab)
+    if fixed:
+        return fixed
     # own fix: glued plural / comparative suffixes (shekar keeps any glued form it has in vocab)
     for suffixes in (_PLURAL, _COMPARATIVE):
         for suffix in suffixes:
             if word.endswith(suffix) and len(word) - len(suffix) >= 2:
                 stem = word[: -len(suffix)]
-                if stem[-1] in NON_JOINING:
+                if stem[-1] in NON_JOINING or stem + suffixes[-1] in KEEP_JOINED:
                     break
                 joined = stem + ZWNJ + suffix
                 if joined in vocab and vocab[joined] >= freq:
                     return joined
                 stem_freq = vocab.get(stem, 0)
-                if stem_freq and len(stem) >= 2 and freq < _SPLIT_RATIO * stem_freq and stem + suffix[:1] not in KEEP_JOINED:
+                if stem_freq and len(stem) >= 2 and freq < _SPLIT_RATIO * stem_freq and stem + suffixes[-1] not in KEEP_JOINED:
                     return joined
                 break
     # own fix: the preposition به glued to an unknown word (بهخوبی -> به‌خوبی)
@@ -178,7 +206,7 @@ def _fix_word(word: str, res: _Resources) -> str:
 _SPACED_SUFFIX_RE = re.compile(
     f"(?P<stem>[{_LETTERS}]+) (?P<suffix>ها|های|هایی|هایم|هایت|هایش|هایمان|هایتان|هایشان|ترین|تری|تر)(?=$|[^{_LETTERS}{ZWNJ}])"
 )
-_SPACED_EH_AI_RE = re.compile(f"(?P<stem>[{_LETTERS}]*ه) (?P<suffix>ای|ایی)(?=$|[^{_LETTERS}{ZWNJ}])")
+_SPACED_EH_AI_RE = re.compile(f"(?P<stem>[{_LETTERS}]*ه) (?P<suffix>ای|ایی|ام|ات|اش|ایم|اید|اند)(?=$|[^{_LETTERS}{ZWNJ}])")
 _SPACED_MI_RE = re.compile(f"(?<![{_LETTERS}{ZWNJ}])(?P<prefix>ن?می) (?P<stem>[{_LETTERS}]{{2,}})")
 
 
@@ -189,7 +217,7 @@ def _fix_spaced(text: str, res: _Resources) -> str:
 
     def suffix(m: re.Match[str]) -> str:
         stem, suf = m.group("stem"), m.group("suffix")
-        if stem in vocab and len(stem) >= 2 and stem not in ("این", "آن", "چه", "که", "از", "به", "در", "با", "تا", "را", "و"):
+        if stem in vocab and len(stem) >= 2 and stem not in ("چه", "که", "از", "به", "در", "با", "تا", "را", "و"):
             return _join(stem, suf)
         return m.group(0)
 
@@ -212,7 +240,28 @@ _PUNCT_SPACE_RES = (
     (re.compile(r"[ \t\u00a0]{2,}"), " "),
     (re.compile(r"(?<=[0-9۰-۹])\. (?=[0-9۰-۹])"), "٫"),  # own fix: shekar spaces a decimal point
     (re.compile(f"(?<=[0-9۰-۹])(?=[{_LETTERS}])|(?<=[{_LETTERS}])(?=[0-9۰-۹])"), " "),  # ۹کیلومتر
+    (re.compile(r"(?<=[0-9۰-۹]): (?=[0-9۰-۹])"), ":"),  # 12:34 is a time, not a colon
+    (re.compile(r"[!?؟]{2,}"), lambda m: ("؟" if re.search("[?؟]", m.group(0)) else "") + ("!" if "!" in m.group(0) else "")),
 )
+
+_PROTECT_RE = re.compile(
+    r"(?:https?://|www\.)[^\s«»\"']+|[\w.+-]+@[\w-]+\.[\w.-]+|%(?:\d+\$)?[sdif]"
+    r"|\b(?=[A-Za-z0-9_-]*[A-Za-z])(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]+\b"
+)
+_EH_YE_RE = re.compile("ه ?[ءٔ](?=\\s|$)|ه [یي](?=\\s|$)")
+_FUNCTION_WORD_ZWNJ_RE = re.compile(
+    f"(?<![{_LETTERS}{ZWNJ}])(?:یک|دو|سه|به|با|از|در|تا|که|آن|این){ZWNJ}[{_LETTERS}]+"
+)
+
+
+def _quote_pairs(text: str) -> str:
+    """English quote pairs ("x", ''x'', 'x', `x`, ``x``) -> Persian guillemets «x» (own rule,
+    after virastar's replaceEnglishQuotes)."""
+    text = re.sub("“\\s*([^”\\n]+?)\\s*”", r"«\1»", text)
+    for q in ('"', "''", "``", "'", "`"):
+        e = re.escape(q)
+        text = re.sub(f"{e}\\s*([^\n\"'`]+?)\\s*{e}", r"«\1»", text)
+    return text
 
 
 def normalize(text: str, *, digits: Digits = "fa") -> str:
@@ -234,12 +283,29 @@ def normalize(text: str, *, digits: Digits = "fa") -> str:
     if not text.strip():
         return ""
     res = _Resources.get()
+    text = html.unescape(text).replace("\r\n", "\n").replace("\u00ad", ZWNJ)  # soft hyphen = ZWNJ
+    # own fix: shekar spaces out URLs, e-mails, printf directives and Latin codes (ATM74):
+    # park them behind placeholders and put them back untouched at the end.
+    kept: list[str] = []
+
+    def park(m: re.Match[str]) -> str:
+        kept.append(m.group(0))
+        return f"\ue000{len(kept) - 1}\ue001"
+
+    text = _PROTECT_RE.sub(park, text)
+    # own fix: an RLM between Persian letters stands for a ZWNJ (virastar); shekar deletes it
+    text = re.sub(f"(?<=[{_LETTERS}])\u200f+(?=[{_LETTERS}])", ZWNJ, text)
     text = fix_arabic_letters(text)
+    text = _EH_YE_RE.sub("ه" + ZWNJ + "ی", text)  # own fix: «خانه ی» / «خانهء» -> «خانه‌ی»
     text = remove_diacritics(text)
-    text = re.sub(r"\.{3,}", "…", text)  # own fix: shekar's repeated-letter rule turns ... into ..
-    text = text.replace("\r\n", "\n")
+    text = re.sub(r"(?:…|\.{3,})+", "…", text)  # own fix: shekar's repeated-letter rule turns ... into ..
+    text = _quote_pairs(text)
+    text = re.sub(r"(?<=[0-9۰-۹]),(?=[0-9۰-۹]{3}(?![0-9۰-۹]))", "٬", text)  # 12,543 -> 12٬543
+    typed_zwnj = set(re.findall(f"[^\\s{ZWNJ}]+{ZWNJ}[^\\s]+", text))
     text = res.pipeline(text)
     text = remove_diacritics(text)  # shekar may leave kashida when it split words
+    # own fix: shekar's compound list glues function words to the next word (یک فاصله -> یک‌فاصله)
+    text = _FUNCTION_WORD_ZWNJ_RE.sub(lambda m: m.group(0) if m.group(0) in typed_zwnj else m.group(0).replace(ZWNJ, " ", 1), text)
     text = _fix_spaced(text, res)
     text = _PERSIAN_WORD_RE.sub(lambda m: _fix_word(m.group(0), res), text)
     for pattern, repl in _PUNCT_SPACE_RES:
@@ -250,6 +316,8 @@ def normalize(text: str, *, digits: Digits = "fa") -> str:
         text = to_persian_digits(text)
     elif digits == "ascii":
         text = to_ascii_digits(text)
+    if kept:
+        text = re.sub("\ue000\\s*([0-9۰-۹]+)\\s*\ue001", lambda m: kept[int(to_ascii_digits(m.group(1)))], text)
     return text
 
 

