@@ -763,29 +763,22 @@ def make_router(session_factory, token_checker, settings=None, *, cookie_secure:
                 error = "استان انتخاب‌شده شناخته نیست."
                 province = ""
         if q.strip() and not error:
-            if len(q) > 500:
-                error = "پرسش بیش از حد طولانی است (حداکثر ۵۰۰ نویسه)."
-            else:
-                try:
-                    from zistboom.nlp.frontdoor import BadQuestion, get_front_door  # noqa: PLC0415
-                except ImportError:
-                    error = "درگاه پرسش فارسی هنوز در دسترس نیست."
-                else:
-                    try:
-                        door = get_front_door()
-                        answer = await asyncio.to_thread(door.ask, q)
-                        result = _as_dict(answer)
-                    except BadQuestion as exc:
-                        error = getattr(exc, "message_fa", None) or "این پرسش قابل فهم نبود؛ آن را روشن‌تر بنویسید."
-                    except Exception:  # noqa: BLE001 - shown to the person, logged by the server
-                        import logging  # noqa: PLC0415
+            from zistboom.nlp.frontdoor import BadQuestion, get_front_door  # noqa: PLC0415 - loads numpy models
 
-                        logging.getLogger("zistboom.dashboard").exception("front door failed")
-                        error = "درگاه پرسش فارسی هنوز در دسترس نیست."
+            try:
+                # The first call loads (or, in a fresh var/, trains) the model: keep it off the event loop.
+                result = await asyncio.to_thread(lambda: get_front_door().ask(q))
+            except BadQuestion as exc:
+                error = exc.message_fa
+            except Exception:  # noqa: BLE001 - shown to the person, logged by the server
+                import logging  # noqa: PLC0415
+
+                logging.getLogger("zistboom.dashboard").exception("front door failed")
+                error = "درگاه پرسش فارسی اکنون پاسخ نمی‌دهد؛ کمی بعد دوباره بپرسید."
         svc_info = None
         ops: list[Any] = []
         if result is not None:
-            sid = _service_of(result)
+            sid = result["service"]
             svc_info = snap.services.get(sid) if sid else None
             if svc_info:
                 codes = [province] if province else []
@@ -797,29 +790,6 @@ def make_router(session_factory, token_checker, settings=None, *, cookie_secure:
     for r in router.routes:
         local_paths[r.name] = r.path
     return router
-
-
-def _as_dict(answer: Any) -> dict[str, Any]:
-    from dataclasses import asdict, is_dataclass  # noqa: PLC0415
-
-    if isinstance(answer, dict):
-        return dict(answer)
-    if is_dataclass(answer) and not isinstance(answer, type):
-        return asdict(answer)
-    dump = getattr(answer, "model_dump", None) or getattr(answer, "to_dict", None)
-    if callable(dump):
-        return dict(dump())
-    return {"answer": answer}
-
-
-def _service_of(result: dict[str, Any]) -> str | None:
-    for key in ("service_id", "service"):
-        v = result.get(key)
-        if isinstance(v, str):
-            return v
-        if isinstance(v, dict) and isinstance(v.get("id"), str):
-            return v["id"]
-    return None
 
 
 __all__ = ["make_router", "static_dir", "parse_date_fa", "jdate", "escape"]
