@@ -79,3 +79,43 @@ def gateway(gw_db_url) -> Iterator:
         gs.stop()
 
 
+
+# ---------------------------------------------------------------------------------- redis
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A reachable Redis (``ZISTBOOM_TEST_REDIS_URL``, default redis://127.0.0.1:6379/0). Unreachable:
+    the test fails in CI (``CI=true``), else it is skipped."""
+    import os
+
+    import redis
+
+    url = os.environ.get("ZISTBOOM_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
+    try:
+        c = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        c.ping()
+        c.close()
+    except redis.RedisError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis at {url} is unreachable in CI: {exc}")
+        pytest.skip(f"Redis at {url} is unreachable: {exc}")
+    return url
+
+
+@pytest.fixture
+def redis_prefix(redis_url) -> Iterator[str]:
+    """A key prefix private to this test; its keys are deleted afterwards."""
+    import uuid
+
+    import redis
+
+    prefix = f"zbtest:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    c = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        keys = list(c.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            c.delete(*keys)
+    finally:
+        c.close()

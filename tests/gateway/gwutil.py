@@ -140,13 +140,17 @@ class LoopThread:
 
 class Operator:
     """A real aiohttp operator. ``mode``: ``ok`` | ``500`` | ``hang`` (never answers in time);
-    ``health_ok`` drives its ``/health``. ``seen`` records (method, path, headers, body)."""
+    ``health_ok`` drives its ``/health``. ``seen`` records (method, path, headers, body).
+    ``delays``: seconds to wait before each of the next answers (popped one per request);
+    ``fail_every``: answer 500 to every n-th request (0 = never)."""
 
     def __init__(self, lt: LoopThread, oid: str):
         self.lt = lt
         self.oid = oid
         self.mode = "ok"
         self.health_ok = True
+        self.delays: list[float] = []
+        self.fail_every = 0
         self.seen: list[tuple[str, str, dict, bytes]] = []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -157,7 +161,9 @@ class Operator:
         if req.path == "/health":
             return web.Response(status=200 if self.health_ok else 503, text="ok")
         self.seen.append((req.method, req.path_qs, dict(req.headers), body))
-        if self.mode == "500":
+        if self.delays:
+            await asyncio.sleep(self.delays.pop(0))
+        if self.mode == "500" or (self.fail_every and len(self.seen) % self.fail_every == 0):
             return web.json_response({"operator": self.oid, "error": "boom"}, status=500)
         if self.mode == "hang" or req.path.endswith("/slow"):
             await asyncio.sleep(5)
@@ -252,3 +258,40 @@ class ListSink:
 
     def on_probe(self, p):
         self.probes.append(p)
+
+
+class TcpRelay:
+    """A TCP relay 127.0.0.1:port → target, that can be cut (listener and live connections)."""
+
+    def __init__(self, lt: LoopThread, host: str, port: int):
+        self.lt, self.host, self.tport = lt, host, port
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server = lt.run(asyncio.start_server(self._conn, "127.0.0.1", 0))
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _pipe(self, r, w):
+        try:
+            while data := await r.read(65536):
+                w.write(data)
+                await w.drain()
+        except Exception:
+            pass
+        finally:
+            w.close()
+
+    async def _conn(self, r, w):
+        try:
+            ur, uw = await asyncio.open_connection(self.host, self.tport)
+        except OSError:
+            w.close()
+            return
+        self.writers += [w, uw]
+        await asyncio.gather(self._pipe(r, uw), self._pipe(ur, w))
+
+    async def _cut(self):
+        self.server.close()
+        for w in self.writers:
+            w.transport.abort()
+
+    def cut(self):
+        self.lt.run(self._cut())

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 import pytest
-from gwutil import GatewayServer, LoopThread
+from gwutil import GatewayServer, LoopThread, TcpRelay
 
 from zistboom.gateway.app import create_gateway
 from zistboom.gateway.config import GatewayConfig
@@ -203,43 +203,6 @@ def test_keeps_serving_when_sqlite_file_removed(registry, operators, gateway, gw
         assert httpx.get(gw.url + "/v1/services/fines/fines/1", headers=KEY).status_code == 200
     h = httpx.get(gw.url + "/healthz").json()
     assert h["route_table"]["version"] >= 1 and h["refresh_error"]
-
-
-class TcpRelay:
-    """A TCP relay 127.0.0.1:port → target, that can be cut (listener and live connections)."""
-
-    def __init__(self, lt: LoopThread, host: str, port: int):
-        self.lt, self.host, self.tport = lt, host, port
-        self.writers: list[asyncio.StreamWriter] = []
-        self.server = lt.run(asyncio.start_server(self._conn, "127.0.0.1", 0))
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def _pipe(self, r, w):
-        try:
-            while data := await r.read(65536):
-                w.write(data)
-                await w.drain()
-        except Exception:
-            pass
-        finally:
-            w.close()
-
-    async def _conn(self, r, w):
-        try:
-            ur, uw = await asyncio.open_connection(self.host, self.tport)
-        except OSError:
-            w.close()
-            return
-        self.writers += [w, uw]
-        await asyncio.gather(self._pipe(r, uw), self._pipe(ur, w))
-
-    async def _cut(self):
-        self.server.close()
-        for w in self.writers:
-            w.transport.abort()
-
-    def cut(self):
-        self.lt.run(self._cut())
 
 
 def test_keeps_serving_when_postgres_unreachable(registry, operators, gw_db_url):

@@ -28,7 +28,19 @@ the request has an ``Idempotency-Key``. Otherwise the request is sent at most on
 exception: a connect error (TCP connection refused or not established in time) means no byte of
 the request left the gateway, so even a non-idempotent request may go to another operator.
 A reset on a reused keep-alive connection is *not* treated as safe (the peer may have read the
-request before closing). Retries are bounded by ``max_attempts`` and a Finagle-style retry budget.
+request before closing). Retries are bounded by ``max_attempts`` and a Finagle-style retry budget. When every licensed
+operator has been tried, one answered 5xx and another failed without answering (timeout, reset,
+connect error), a retriable request goes back once to the latter instead of passing the 5xx on
+(seen: a GET that timed out at a healthy operator during warm-up, then met the other operator's
+500, handed that 500 to the client although an attempt was left).
+
+Idempotency keys: a non-idempotent request with an ``Idempotency-Key`` is recorded per client
+system and key (Redis when ``redis_url`` is set, else in memory; see
+:mod:`zistboom.gateway.shared_state`): a repeat is answered from the record with
+``Idempotent-Replayed: true`` and never reaches an operator; a repeat while the first is in flight
+gets 409 ``idempotency_in_flight``, the same key on a different request 422
+``idempotency_key_reused``, a malformed key 400 ``bad_idempotency_key``. Per-client rate limits are
+shared by all replicas through the same Redis (GCRA), with the local token bucket as fallback.
 
 The route table lives in memory; a thread polls ``registry_state.version`` every
 ``refresh_interval`` and reloads on change. If the database is unreachable the last good table
@@ -39,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import itertools
 import logging
 import os
@@ -57,6 +70,8 @@ from zistboom.gateway.config import GatewayConfig
 from zistboom.gateway.events import Attempt, Exchange, ExchangeSink, ProbeResult
 from zistboom.gateway.metrics import GatewayMetrics
 from zistboom.gateway.routing import Balancer, RateLimiter, RetryBudget, RouteTable
+from zistboom.gateway.shared_state import (IdempotencyStore, RedisLink, SharedRateLimiter, StoredResponse,
+                                           fingerprint)
 from zistboom.gateway.upstream import ConnectError, ResponseTooLarge, UpstreamClient, UpstreamError, split_endpoint
 
 log = logging.getLogger("zistboom.gateway")
@@ -95,6 +110,14 @@ ERRORS: dict[str, tuple[int, str, str]] = {
     "upstream_timeout": (504, "اپراتور در زمان مقرر پاسخ نداد.", "The operator did not answer in time."),
     "response_too_large": (502, "پاسخ اپراتور بیش از حد مجاز بزرگ است.", "The operator's response is too large."),
     "internal": (500, "خطای درونی دروازه.", "Internal gateway error."),
+    "bad_idempotency_key": (400, "سرآیند Idempotency-Key نامعتبر است (حداکثر ۲۵۵ نویسهٔ چاپی ASCII).",
+                            "Invalid Idempotency-Key header (at most 255 printable ASCII characters)."),
+    "idempotency_in_flight": (409, "درخواستی با همین کلید Idempotency-Key هنوز در حال پردازش است؛ کمی بعد دوباره بفرستید.",
+                              "A request with this Idempotency-Key is still being processed; retry later."),
+    "idempotency_key_reused": (422, "این کلید Idempotency-Key پیش‌تر برای درخواست دیگری به کار رفته است.",
+                               "This Idempotency-Key was already used for a different request."),
+    "idempotent_response_unavailable": (409, "این درخواست پیش‌تر انجام شده است، اما پاسخ آن برای بازپخش بیش از حد بزرگ بود.",
+                                        "This request was already processed, but its response was too large to keep for replay."),
 }
 
 _JSON_CT = (b"content-type", b"application/json; charset=utf-8")
@@ -130,6 +153,11 @@ class Gateway:
         self.balancer = Balancer(cfg, on_eject=self._on_eject)
         self.budget = RetryBudget(cfg.retry_budget_percent, cfg.retry_budget_min_per_s, cfg.retry_budget_ttl)
         self.client_limiter = RateLimiter(cfg.client_rate, cfg.client_burst)
+        self.redis: RedisLink | None = None
+        self.shared_limiter: SharedRateLimiter | None = None
+        # lock TTL: longer than any request can take (every attempt timing out), plus slack
+        self._idem_lock_ttl = cfg.max_attempts * (cfg.try_timeout + cfg.connect_timeout) + 10.0
+        self.idempotency = self._make_idempotency_store(None)
         self.ask_limiter = RateLimiter(cfg.ask_rate, cfg.ask_burst)
         self.client = UpstreamClient(max_idle=cfg.pool_max_idle, max_conns=cfg.pool_max_connections,
                                      idle_timeout=cfg.pool_idle_timeout, connect_timeout=cfg.connect_timeout,
@@ -144,6 +172,12 @@ class Gateway:
         self._inflight = 0
         self._front_door = None
         self.started = False
+
+    def _make_idempotency_store(self, link: RedisLink | None) -> IdempotencyStore:
+        cfg = self.config
+        return IdempotencyStore(link, cfg.redis_prefix, ttl=cfg.idempotency_ttl, lock_ttl=self._idem_lock_ttl,
+                                max_body=cfg.idempotency_max_body, max_entries=cfg.idempotency_memory_entries,
+                                max_bytes=cfg.idempotency_memory_bytes, metrics=self.metrics)
 
     # ------------------------------------------------------------------ route table refresh
     def _make_engine(self):
@@ -286,6 +320,15 @@ class Gateway:
     async def startup(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._stop.clear()
+        cfg = self.config
+        if cfg.redis_url and self.redis is None:
+            # created on the serving loop (redis.asyncio connections belong to one loop); no I/O yet
+            self.redis = RedisLink(cfg.redis_url, timeout=cfg.redis_timeout, retry_interval=cfg.redis_retry_interval,
+                                   max_connections=cfg.redis_max_connections, metrics=self.metrics)
+            self.metrics.redis_up.set(1)
+            self.shared_limiter = SharedRateLimiter(self.redis, cfg.redis_prefix + "rl:", cfg.client_rate,
+                                                    cfg.client_burst, self.client_limiter, metrics=self.metrics)
+            self.idempotency = self._make_idempotency_store(self.redis)
         try:
             table = await asyncio.to_thread(self._poll_once)
             if table is not None:
@@ -333,6 +376,10 @@ class Gateway:
                 log.exception("sink close failed")
         if self._engine is not None:
             self._engine.dispose()
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = self.shared_limiter = None
+            self.idempotency = self._make_idempotency_store(None)
         self.started = False
 
     # ------------------------------------------------------------------ ASGI
@@ -422,6 +469,7 @@ class Gateway:
         api_key = request_id = province_h = None
         conn_tokens: set[bytes] | None = None
         has_idem = False
+        idem_key: bytes | None = None
         xff = None
         for n, v in scope["headers"]:
             if n == b"x-api-key":
@@ -435,6 +483,7 @@ class Gateway:
                 province_h = v.decode("latin-1").strip().upper()
             elif n == b"idempotency-key":
                 has_idem = True
+                idem_key = v
             elif n == b"connection":
                 conn_tokens = conn_tokens or set()
                 conn_tokens.update(t.strip().lower() for t in v.split(b","))
@@ -481,7 +530,8 @@ class Gateway:
         ex_province = province
         if ex is not None:
             ex.caller_province = province
-        wait = self.client_limiter.take(client_id)
+        limiter = self.shared_limiter
+        wait = self.client_limiter.take(client_id) if limiter is None else await limiter.take(client_id)
         if wait:
             return await self._fail(send, request_id, ex, ex_service, ex_province, method, rel_path, t_start, "rate_limited", extra=((b"retry-after", str(max(1, int(wait + 0.999))).encode()),))
         msg = await receive()
@@ -511,12 +561,70 @@ class Gateway:
         cands = table.candidates(service_id, province)
         if not cands:
             return await self._fail(send, request_id, ex, ex_service, ex_province, method, rel_path, t_start, "no_route")
-        may_retry = op.idempotent or has_idem
+        if idem_key is None or op.idempotent:
+            return await self._forward(send, request_id, ex, ex_province, method, rel_path, t_start, svc, service_id,
+                                       province, op.idempotent or has_idem, cands, fwd, body, target_tail, rid_b)
+        # -- non-idempotent request with an Idempotency-Key: answer repeats from the store -----
+        key = _idempotency_key(idem_key)
+        if key is None:
+            return await self._fail(send, request_id, ex, ex_service, ex_province, method, rel_path, t_start,
+                                    "bad_idempotency_key")
+        fp = fingerprint(method, target_tail, body)
+        kind, data = await self.idempotency.begin(client_id, key, fp)
+        idem_metric = self.metrics.idempotency
+        if kind == "replay":
+            idem_metric.labels("replayed").inc()
+            return await self._replay(send, request_id, ex, service_id, province, data, t_start, method, rel_path)
+        if kind != "proceed":
+            idem_metric.labels(kind).inc()
+            code = "idempotency_in_flight" if kind == "in_flight" else "idempotency_key_reused"
+            extra = ((b"retry-after", b"1"),) if kind == "in_flight" else ()
+            return await self._fail(send, request_id, ex, ex_service, ex_province, method, rel_path, t_start, code,
+                                    extra=extra)
+        claim = data
+        try:
+            await self._forward(send, request_id, ex, ex_province, method, rel_path, t_start, svc, service_id,
+                                province, True, cands, fwd, body, target_tail, rid_b, claim=claim, fp=fp)
+        finally:
+            if not claim.done:
+                idem_metric.labels("released").inc()
+                await self.idempotency.release(claim)
+
+    async def _replay(self, send, request_id: str, ex: Exchange | None, service_id: str, province: str,
+                      stored: StoredResponse, t_start: float, method: str, rel_path: str) -> None:
+        """Answer a repeated Idempotency-Key request from the store (no operator is contacted)."""
+        if stored.body is None:
+            return await self._fail(send, request_id, ex, service_id, province, method, rel_path, t_start,
+                                    "idempotent_response_unavailable",
+                                    message_en=f"{ERRORS['idempotent_response_unavailable'][2]} Original status "
+                                               f"{stored.status}, body SHA-256 {stored.digest}.")
+        out = list(stored.headers)
+        out.append((b"content-length", str(len(stored.body)).encode()))
+        out.append((b"x-request-id", request_id.encode()))
+        out.append((b"idempotent-replayed", b"true"))
+        await send({"type": "http.response.start", "status": stored.status, "headers": out})
+        await send({"type": "http.response.body", "body": stored.body})
+        self._finish_metrics(service_id, "_gateway", province, "idempotent_replay", t_start)
+        if ex is not None:
+            # the gateway answered (from the store): a gateway "error" code with a < 500 status is
+            # left out of operators' availability by monitoring, and the exchange log keeps it
+            ex.status, ex.gateway_error = stored.status, "idempotent_replay"
+            ex.latency_ms = (time.perf_counter() - t_start) * 1000.0
+            ex.request_digest = request_digest(method, rel_path, [(b"x-request-id", request_id.encode())], b"")
+            ex.response_digest = response_digest(stored.status, out, stored.body)
+            self._emit(ex)
+
+    async def _forward(self, send, request_id: str, ex: Exchange | None, ex_province: str, method: str,
+                       rel_path: str, t_start: float, svc, service_id: str, province: str, may_retry: bool,
+                       cands, fwd, body: bytes, target_tail: str, rid_b: bytes, claim=None, fp: str = "") -> None:
+        """Send the request to operators (retries, failover) and answer the client."""
+        ex_service = service_id
         cfg = self.config
         balancer = self.balancer
         metrics = self.metrics
         self.budget.deposit()
         tried: set[str] = set()
+        no_answer: set[str] = set()  # tried operators whose try failed without an HTTP answer
         attempts: list[Attempt] = []
         resp = None
         last_5xx = None
@@ -526,6 +634,11 @@ class Gateway:
         try:
             for i in range(cfg.max_attempts):
                 picked = balancer.choose(cands, tried)
+                if picked is None and may_retry and no_answer and last_5xx is not None:
+                    # every operator was tried and one answered 5xx: go back (once) to one whose
+                    # failure was a timeout/reset/connect error rather than pass that 5xx on
+                    picked = balancer.choose(cands, tried - no_answer)
+                    no_answer.clear()
                 if picked is None:
                     break
                 cand, st = picked
@@ -565,7 +678,8 @@ class Gateway:
                 else:
                     outcome = exc.outcome
                     last_exc = exc
-                balancer.failure(oid)
+                    no_answer.add(oid)
+                balancer.failure(oid, lat)
                 attempts.append(Attempt(oid, outcome, r.status if r is not None else None, lat))
                 metrics.hot.attempt(oid, outcome)
                 if isinstance(exc, ResponseTooLarge):
@@ -579,6 +693,9 @@ class Gateway:
         if resp is None and last_exc is None and last_5xx is not None:
             resp = last_5xx
         if resp is None:
+            if claim is not None:
+                self.metrics.idempotency.labels("released").inc()
+                await self.idempotency.release(claim)  # no answer: the client may retry with the same key
             if isinstance(last_exc, ResponseTooLarge):
                 code = "response_too_large"
             elif last_exc is not None and last_exc.outcome == "timeout":
@@ -610,6 +727,16 @@ class Gateway:
         if method != "HEAD":
             out.append((b"content-length", str(len(rbody)).encode()))
         out.append((b"x-zistboom-operator", answered.encode()))
+        if claim is not None:
+            # stored before the client sees the answer, so a repeat can never overtake the record
+            if self.idempotency.storable(resp.status):
+                kept = [(n, v) for n, v in out if n not in (b"content-length", b"x-request-id")]
+                await self.idempotency.complete(claim, fp, StoredResponse(resp.status, kept, rbody,
+                                                                          hashlib.sha256(rbody).hexdigest(), len(rbody)))
+                self.metrics.idempotency.labels("stored").inc()
+            else:
+                self.metrics.idempotency.labels("released").inc()
+                await self.idempotency.release(claim)
         if not has_rid:
             out.append((b"x-request-id", rid_b))
         await send({"type": "http.response.start", "status": resp.status, "headers": out})
@@ -747,6 +874,17 @@ class Gateway:
                     "headers": [_JSON_CT, (b"content-length", str(len(out)).encode()),
                                 (b"x-request-id", request_id.encode())]})
         await send({"type": "http.response.body", "body": out})
+
+
+def _idempotency_key(v: bytes) -> str | None:
+    """The Idempotency-Key value: an sf-string (``"..."``, as in the IETF draft) or a bare token;
+    1–255 printable ASCII characters. None if invalid."""
+    v = v.strip()
+    if len(v) >= 2 and v[:1] == b'"' and v[-1:] == b'"':
+        v = v[1:-1]
+    if 0 < len(v) <= 255 and all(32 <= c < 127 for c in v):
+        return v.decode("ascii")
+    return None
 
 
 def _status_class(status: int) -> str:

@@ -2,7 +2,14 @@
 
 Sinks are attached when their parts are installed: ``zistboom.exchange_log.sink.make_sink`` and
 ``zistboom.monitoring.sink.make_sink`` (each ``make_sink(db_url, settings) -> ExchangeSink``). A part
-whose sink module does not exist is skipped; any other import error is raised.
+whose sink module does not exist is skipped; any other import error is raised. Monitoring's sink is
+also told the gateway's real health-check period (``probe_interval_s=config.health_interval``), on
+which its sample-and-hold availability accounting depends; no other sink gets that keyword (the
+exchange log's ``make_sink`` takes extra keywords as its own config fields).
+
+Shared state: ``--redis-url`` (or env ``ZISTBOOM_REDIS_URL``) makes idempotency records and client
+rate limits common to every gateway replica using that Redis (see
+:mod:`zistboom.gateway.shared_state`); run several replicas behind any TCP/HTTP balancer.
 """
 
 from __future__ import annotations
@@ -16,8 +23,13 @@ SINK_MODULES = ("zistboom.exchange_log.sink", "zistboom.monitoring.sink")
 log = logging.getLogger("zistboom.gateway")
 
 
-def load_sinks(db_url: str, settings) -> list:
-    """Build the sinks of the parts that are present (see module docstring)."""
+MONITORING_SINK = "zistboom.monitoring.sink"
+
+
+def load_sinks(db_url: str, settings, config=None) -> list:
+    """Build the sinks of the parts that are present (see module docstring). ``config`` is the
+    gateway's :class:`~zistboom.gateway.config.GatewayConfig` (its ``health_interval`` goes to
+    monitoring's sink as ``probe_interval_s``); None leaves monitoring's own default."""
     sinks = []
     for name in SINK_MODULES:
         try:
@@ -27,7 +39,10 @@ def load_sinks(db_url: str, settings) -> list:
                 log.info("sink %s not installed; skipped", name)
                 continue
             raise
-        sinks.append(module.make_sink(db_url, settings))
+        if name == MONITORING_SINK and config is not None:
+            sinks.append(module.make_sink(db_url, settings, probe_interval_s=config.health_interval))
+        else:
+            sinks.append(module.make_sink(db_url, settings))
     return sinks
 
 
@@ -36,11 +51,13 @@ def _run(args: argparse.Namespace) -> int:
 
     from zistboom.config import get_settings
     from zistboom.gateway.app import create_gateway
+    from zistboom.gateway.config import GatewayConfig
 
     settings = get_settings()
     db_url = args.database_url or settings.resolved_database_url()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_gateway(db_url, sinks=load_sinks(db_url, settings))
+    config = GatewayConfig.from_env(redis_url=args.redis_url)
+    app = create_gateway(db_url, sinks=load_sinks(db_url, settings, config), config=config)
     uvicorn.run(app, host=args.host or settings.gateway_host, port=args.port or settings.gateway_port,
                 loop="uvloop", http="httptools", access_log=False, lifespan="on", proxy_headers=False,
                 server_header=False, log_level=args.log_level)
@@ -52,5 +69,7 @@ def register(subparsers) -> None:
     p.add_argument("--host", default=None, help="listen address (default ZISTBOOM_GATEWAY_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="listen port (default ZISTBOOM_GATEWAY_PORT or 8080)")
     p.add_argument("--database-url", default=None, help="registry database URL (default from settings)")
+    p.add_argument("--redis-url", default=None,
+                   help="Redis shared by gateway replicas (default ZISTBOOM_REDIS_URL; none: per-replica state)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=_run)

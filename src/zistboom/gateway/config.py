@@ -7,7 +7,8 @@ requests plus 10 retries per second, over a 10 s window), and active health chec
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, fields
 
 
 @dataclass(slots=True)
@@ -40,6 +41,18 @@ class GatewayConfig:
         ask_rate / ask_burst: per remote IP token bucket for ``POST /v1/ask``.
         panic_routing: when every licensed operator is ejected or unhealthy, still try them
             (Envoy's "panic threshold" idea) instead of failing fast with 503.
+        redis_url: Redis shared by all gateway replicas (``redis://host:port/db``), or None: then
+            idempotency records and rate limits are kept per replica, in memory. See
+            :mod:`zistboom.gateway.shared_state`. Env ``ZISTBOOM_REDIS_URL`` (:meth:`from_env`).
+        redis_prefix: prefix of every Redis key this gateway writes (one per deployment / test).
+        redis_timeout: connect and per-command timeout towards Redis (s).
+        redis_retry_interval: after a Redis error, use the local fallbacks this long before trying
+            Redis again (s).
+        redis_max_connections: connections to Redis per replica; more concurrent calls wait (up to
+            ``redis_timeout``) for a free one.
+        idempotency_ttl: how long the answer of a request with an ``Idempotency-Key`` is kept (s).
+        idempotency_max_body: response bodies up to this size are kept for replay (bytes).
+        idempotency_memory_entries / idempotency_memory_bytes: bounds of the in-process store.
     """
 
     refresh_interval: float = 1.0
@@ -67,3 +80,29 @@ class GatewayConfig:
     ask_burst: float = 20.0
     panic_routing: bool = True
     gc_freeze: bool = True
+    redis_url: str | None = None
+    redis_prefix: str = "zistboom:gw:"
+    redis_timeout: float = 0.2
+    redis_retry_interval: float = 1.0
+    redis_max_connections: int = 64
+    idempotency_ttl: float = 24 * 3600.0
+    idempotency_max_body: int = 1024 * 1024
+    idempotency_memory_entries: int = 100_000
+    idempotency_memory_bytes: int = 256 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, environ=None, **overrides) -> "GatewayConfig":
+        """Defaults, then ``ZISTBOOM_REDIS_URL`` / ``ZISTBOOM_REDIS_PREFIX`` from the environment,
+        then ``overrides`` (field name → value). Raises TypeError for an unknown field."""
+        env = os.environ if environ is None else environ
+        kw = {}
+        if env.get("ZISTBOOM_REDIS_URL"):
+            kw["redis_url"] = env["ZISTBOOM_REDIS_URL"]
+        if env.get("ZISTBOOM_REDIS_PREFIX"):
+            kw["redis_prefix"] = env["ZISTBOOM_REDIS_PREFIX"]
+        names = {f.name for f in fields(cls)}
+        unknown = set(overrides) - names
+        if unknown:
+            raise TypeError(f"unknown GatewayConfig fields: {sorted(unknown)}")
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**kw)

@@ -99,6 +99,16 @@ class GatewayMetrics:
                                registry=r)
         self.refresh_errors = Counter("zistboom_gateway_route_refresh_errors", "Failed registry polls/loads", registry=r)
         self.inflight = Gauge("zistboom_gateway_inflight_requests", "Client requests in progress", registry=r)
+        self.redis_errors = Counter("zistboom_gateway_redis_errors", "Failed Redis calls (the local fallback was used)",
+                                    ("op",), registry=r)
+        self.redis_fallbacks = Counter("zistboom_gateway_redis_fallbacks",
+                                       "Requests served with this replica's local state because Redis was down",
+                                       ("feature",), registry=r)
+        self.redis_up = Gauge("zistboom_gateway_redis_up", "1 while the shared Redis answers (when configured)",
+                              registry=r)
+        self.idempotency = Counter("zistboom_gateway_idempotency",
+                                   "Requests with an Idempotency-Key on non-idempotent operations, by result "
+                                   "(stored, replayed, in_flight, mismatch, released)", ("result",), registry=r)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

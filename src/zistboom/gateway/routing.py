@@ -13,8 +13,37 @@ are decided by where the *operator is based* (``OperatorInfo.home_province``):
 
 An operator with no licence listing ``P`` is never used for ``P``, whatever its tier would be.
 The best (lowest) tier with an *available* operator is used; within it the choice is by load
-(power of two choices, Mitzenmacher 2001, on ``(in-flight + 1) × EWMA latency``). Failover moves to
-the next best operator not yet tried, which may be in the next tier.
+(power of two choices, Mitzenmacher 2001, on ``(in-flight + 1) × latency estimate``, see below).
+Failover moves to the next best operator not yet tried, which may be in the next tier.
+
+Latency estimate (Peak EWMA with aging)
+---------------------------------------
+Per operator, in milliseconds, updated on the event loop only:
+
+* **Peak EWMA** (Finagle's ``com.twitter.finagle.loadbalancer.PeakEwma``, also Linkerd's
+  ``tower::load::PeakEwma`` and Envoy's contrib ``peak_ewma``): a sample above the estimate
+  replaces it at once (a slowdown is seen on the first slow answer); a sample below it moves the
+  estimate by ``PEAK_ALPHA`` (0.3) towards it. A failed try's wall time counts only if it raises
+  the estimate (a fast 5xx is no evidence of speed; a timeout is evidence of slowness).
+* **Aging** (the classic anti-starvation remedy of priority schedulers): an estimate only changes
+  when its operator answers, so a single slow answer (a cold connection, a GC pause) could keep an
+  equally good operator unpicked for ever — with sequential traffic (in-flight always 0) P2C then
+  always prefers the other one (seen: 1 of 1 400 requests). So each time an operator *loses* a
+  P2C comparison with a higher latency estimate than the winner's, the gap between the two
+  estimates shrinks to ``(1 − AGING) × exp(−Δt / DECAY_S)`` of itself (``AGING`` = 0.1 per lost
+  comparison; ``DECAY_S`` = 10 s, Finagle's default ``decayTime``, with Δt the time since the
+  loser's estimate last changed), and once it is under ``SNAP`` (2 %) of the winner's estimate the
+  two are taken as equal (the P2C tie is then broken by the random draw order). The neutral prior
+  a stale estimate relaxes to is therefore *the competing operator's current estimate*: what the
+  balancer believes a healthy peer costs now. Finagle and Linkerd decay towards 0 with time only,
+  which takes ``decayTime × ln(ratio)`` (tens of seconds) to recover; counting lost comparisons
+  makes recovery independent of the request rate.
+  Cost: a truly ``k``-times slower operator is re-sampled about once per
+  ``ln(k / SNAP) / −ln(1 − AGING)`` comparisons it takes part in (k = 10: ~1 in 60), and its
+  estimate jumps back up to its real latency on that answer. Health-check latency is deliberately
+  *not* fed in: a cheap ``/health`` says nothing about the cost of the service's operations.
+* An operator without any sample yet is assumed to cost what its competitor costs (1 ms if
+  neither has a sample), so a new operator is neither flooded nor starved.
 
 Availability (outlier detection, after Envoy's ``consecutive_5xx``)
 -------------------------------------------------------------------
@@ -30,6 +59,7 @@ threshold idea) rather than refuse service, unless ``panic_routing`` is off.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import time
@@ -159,13 +189,14 @@ class RouteTable:
 class OperatorState:
     """Passive and active health of one operator (kept across route-table reloads)."""
 
-    __slots__ = ("id", "inflight", "ewma_ms", "failures", "ejected_until", "ejections", "trial",
+    __slots__ = ("id", "inflight", "ewma_ms", "stamp", "failures", "ejected_until", "ejections", "trial",
                  "probe_ok", "probe_fail_streak", "probe_ok_streak", "rr", "admitted_at")
 
     def __init__(self, operator_id: str):
         self.id = operator_id
         self.inflight = 0
-        self.ewma_ms = 0.0
+        self.ewma_ms = 0.0  # latency estimate (ms); 0 = no sample yet
+        self.stamp = 0.0  # monotonic time the estimate last changed
         self.failures = 0
         self.ejected_until = 0.0  # monotonic; 0 = admitted
         self.ejections = 0
@@ -188,14 +219,18 @@ class OperatorState:
         # half-open: one trial at a time (a trial that never reported back expires)
         return now >= self.ejected_until and (not self.trial or now - self.trial > trial_timeout)
 
-    def score(self) -> float:
-        return (self.inflight + 1) * (self.ewma_ms or 1.0)
+    def score(self, prior_ms: float = 1.0) -> float:
+        """P2C cost: ``(in-flight + 1) × latency estimate`` (``prior_ms`` when there is no sample)."""
+        return (self.inflight + 1) * (self.ewma_ms or prior_ms)
 
 
 class Balancer:
     """Chooses operators and keeps their :class:`OperatorState`; all methods run on the event loop."""
 
-    EWMA_ALPHA = 0.3
+    PEAK_ALPHA = 0.3  # weight of a sample below the estimate
+    AGING = 0.1  # share of the estimate gap closed per lost P2C comparison
+    DECAY_S = 10.0  # time constant of the relaxation of a stale estimate (Finagle's decayTime)
+    SNAP = 0.02  # relative gap under which two estimates count as equal
 
     def __init__(self, config: GatewayConfig, on_eject=None):
         self.config = config
@@ -238,23 +273,48 @@ class Balancer:
             pick = pool[0]
         else:
             a, b = self._rand.sample(pool, 2)
-            pick = a if a[1].score() <= b[1].score() else b
+            pick = a if self._p2c(a[1], b[1], now) is a[1] else b
         st = pick[1]
         if st.ejected_until and now >= st.ejected_until:
             st.trial = now  # half-open trial request
         return pick
 
+    def _p2c(self, a: OperatorState, b: OperatorState, now: float) -> OperatorState:
+        """The cheaper of two operators (``a`` on a tie); ages the loser's estimate (module docstring)."""
+        ea, eb = a.ewma_ms, b.ewma_ms
+        if not ea:
+            ea = eb or 1.0
+        if not eb:
+            eb = ea
+        win, lose, ew, el = (a, b, ea, eb) if (a.inflight + 1) * ea <= (b.inflight + 1) * eb else (b, a, eb, ea)
+        if lose.ewma_ms and el > ew:
+            gap = (el - ew) * (1.0 - self.AGING) * math.exp(-max(0.0, now - lose.stamp) / self.DECAY_S)
+            lose.ewma_ms = ew + (gap if gap > self.SNAP * ew else 0.0)
+            lose.stamp = now
+        return win
+
+    def observe(self, st: OperatorState, latency_ms: float, now: float | None = None) -> None:
+        """Fold one answer's latency (ms) into the Peak EWMA estimate of ``st``."""
+        e = st.ewma_ms
+        st.ewma_ms = latency_ms if (not e or latency_ms > e) else e + self.PEAK_ALPHA * (latency_ms - e)
+        st.stamp = time.monotonic() if now is None else now
+
     def success(self, operator_id: str, latency_ms: float) -> None:
         st = self.state(operator_id)
         st.failures = 0
-        st.ewma_ms = latency_ms if not st.ewma_ms else st.ewma_ms + self.EWMA_ALPHA * (latency_ms - st.ewma_ms)
-        if st.ejected_until and time.monotonic() >= st.ejected_until:
+        now = time.monotonic()
+        self.observe(st, latency_ms, now)
+        if st.ejected_until and now >= st.ejected_until:
             self._readmit(st)  # half-open trial passed (a late success of an older try does not count)
 
-    def failure(self, operator_id: str) -> None:
+    def failure(self, operator_id: str, latency_ms: float | None = None) -> None:
+        """Record a failed try; its wall time (ms) raises the latency estimate if it is higher."""
         st = self.state(operator_id)
         st.failures += 1
         now = time.monotonic()
+        if latency_ms is not None and latency_ms > st.ewma_ms:
+            st.ewma_ms = latency_ms
+            st.stamp = now
         if st.ejected_until:
             if st.trial or now >= st.ejected_until:
                 self._eject(st, now)  # failed half-open trial: eject again, longer
