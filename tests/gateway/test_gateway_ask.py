@@ -1,8 +1,8 @@
 """``POST /v1/ask``: the front door answer plus the licensed operators in tier order.
 
-The real front door (``zistboom.nlp.frontdoor``) is another part; here a small stand-in module with
-the same interface (``get_front_door().ask(text)``, ``BadQuestion``) is put in ``sys.modules`` of
-this process, where the gateway runs under uvicorn in a thread.
+The tier-order tests run on a tiny registry whose service ids are not in the catalogue, so they put a
+stand-in door with the real answer shape in ``sys.modules``; the last test runs the real front door
+(the trained catalogue model) against the seeded demo registry.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ class Door:
     def ask(self, text: str) -> dict:
         if not text.strip():
             raise BadQuestion("پرسش خالی است.", "The question is empty.")
-        return {"intent": "fines", "service_id": "fines", "confidence": 0.9, "text": text}
+        return {"service": "fines", "cluster": "transport", "confidence": 0.9, "name_fa": "خلافی خودرو",
+                "name_en": "Traffic fines", "out_of_scope": False, "alternatives": []}
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ def test_ask_lists_operators_in_tier_order(registry, operators, gateway, frontdo
     r = httpx.post(gw.url + "/v1/ask", json={"text": "خلافی خودروی من چقدر است؟"}, headers={"X-Caller-Province": "IR-01"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["service_id"] == "fines"
+    assert body["service"] == "fines"
     assert [o["id"] for o in body["operators"]] == ["own", "border", "far"]
     assert body["operators"][0]["name_fa"] == "اپراتور own" and body["operators"][0]["home_province"] == "IR-01"
     r = httpx.post(gw.url + "/v1/ask", json={"text": "خلافی"}, headers={"X-Caller-Province": "IR-03"})
@@ -76,3 +77,26 @@ def test_ask_without_front_door_is_503(registry, gateway, monkeypatch):
     r = httpx.post(gw.url + "/v1/ask", json={"text": "سلام"})
     assert r.status_code == 503 and r.headers["x-zistboom-error"] == "ask_unavailable"
     assert r.json()["error"]["message_fa"]
+
+
+def test_ask_with_the_real_front_door_on_the_demo_registry(seeded_db_url):
+    from gwutil import GatewayServer
+
+    from zistboom.gateway.app import create_gateway
+
+    gw = GatewayServer(create_gateway(seeded_db_url, config=GatewayConfig(health_interval=60))).start()
+    try:
+        r = httpx.post(gw.url + "/v1/ask", json={"text": "میخوام خلافی ماشینم رو ببینم"},
+                       headers={"X-Caller-Province": "IR-01"}, timeout=120)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["service"] == "transport.traffic-fines" and body["cluster"] == "transport"
+        assert body["name_fa"] and len(body["alternatives"]) == 3
+        ops = [o["id"] for o in body["operators"]]
+        assert ops[0] == "gilan-pardaz"  # the Gilan operator licensed for transport comes first
+        assert set(ops) == {"gilan-pardaz", "khorasan-shabakeh"}
+        r = httpx.post(gw.url + "/v1/ask", json={"text": "ب" * 1500}, timeout=30)
+        assert r.status_code == 400 and r.headers["x-zistboom-error"] == "question_too_long"
+        assert r.json()["error"]["message_fa"]
+    finally:
+        gw.stop()

@@ -15,6 +15,7 @@ Endpoints:
   to the operator: ``X-Request-Id``, ``X-Forwarded-For``, ``X-Zistboom-Client``,
   ``X-Zistboom-Caller-Province``; the client's key headers are never forwarded.
 * ``POST /v1/ask`` — Persian front door (rate-limited per remote IP).
+* ``GET /v1/receipts/{request_id}`` — the exchange-log receipt of the caller's own exchange.
 * ``GET /healthz`` — the gateway's own health and route-table version/age.
 * ``GET /metrics`` — Prometheus text format.
 
@@ -106,6 +107,8 @@ ERRORS: dict[str, tuple[int, str, str]] = {
                  "No operator holds an active licence for this service in the caller's province."),
     "route_table_unavailable": (503, "جدول مسیریابی هنوز بارگذاری نشده است.", "The route table is not loaded yet."),
     "ask_unavailable": (503, "سامانهٔ پرسش و پاسخ در دسترس نیست.", "The question service is not available."),
+    "receipts_unavailable": (503, "دفتر ثبت تبادل‌ها روی این دروازه روشن نیست.",
+                             "The exchange log is not enabled on this gateway."),
     "upstream_unavailable": (502, "اپراتورهای این خدمت در دسترس نیستند.", "No operator of this service could be reached."),
     "upstream_timeout": (504, "اپراتور در زمان مقرر پاسخ نداد.", "The operator did not answer in time."),
     "response_too_large": (502, "پاسخ اپراتور بیش از حد مجاز بزرگ است.", "The operator's response is too large."),
@@ -392,6 +395,8 @@ class Gateway:
                     await self._proxy(scope, receive, send)
                 elif path == "/v1/ask":
                     await self._ask(scope, receive, send)
+                elif path.startswith("/v1/receipts/"):
+                    await self._receipt(scope, send)
                 elif path == "/healthz":
                     await self._healthz(scope, send)
                 elif path == "/metrics":
@@ -823,6 +828,35 @@ class Gateway:
             for c in table.candidates(service_id, province)
         ]
 
+    async def _receipt(self, scope, send) -> None:
+        """``GET /v1/receipts/{request_id}``: the exchange-log receipt of the caller's own exchange
+        (record, inclusion proof, signed tree head, public key); another client's id → 404.
+        Statuses and bodies come from :func:`zistboom.exchange_log.api.receipt_response`."""
+        request_id = _request_id(scope)
+        if scope["method"] != "GET":
+            return await self._error(send, "method_not_allowed", request_id, extra=((b"allow", b"GET"),))
+        api_key = None
+        for n, v in scope["headers"]:
+            if n == b"x-api-key":
+                api_key = v
+            elif n == b"authorization" and api_key is None and v[:7].lower() == b"bearer ":
+                api_key = v[7:].strip()
+        table = self.table
+        client_id = table.client_for_key(api_key) if (api_key and table is not None) else None
+        if client_id is None:
+            return await self._error(send, "unauthorized", request_id,
+                                     extra=((b"www-authenticate", b'Bearer realm="zistboom"'),))
+        store = next((s.store for s in self.sinks if getattr(s, "store", None) is not None), None)
+        if store is None:
+            return await self._error(send, "receipts_unavailable", request_id)
+        from zistboom.exchange_log.api import receipt_response
+
+        status, headers, body = await receipt_response(store, scope["path"][len("/v1/receipts/"):], client_id)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*headers, (b"content-length", str(len(body)).encode()),
+                                (b"x-request-id", request_id.encode())]})
+        await send({"type": "http.response.body", "body": body})
+
     async def _ask(self, scope, receive, send) -> None:
         request_id = _request_id(scope)
         if scope["method"] != "POST":
@@ -856,17 +890,15 @@ class Gateway:
         except ImportError:
             return await self._error(send, "ask_unavailable", request_id)
         try:
-            door = get_front_door()
-            answer = await asyncio.to_thread(door.ask, text)
+            # get_front_door() loads the model on first use: keep that off the event loop too
+            result = await asyncio.to_thread(lambda: get_front_door().ask(text))
         except BadQuestion as exc:
-            return await self._error(send, getattr(exc, "code", None) or "bad_question", request_id, status=400,
-                                     message_fa=getattr(exc, "message_fa", None) or ERRORS["bad_question"][1],
-                                     message_en=getattr(exc, "message_en", None) or str(exc) or ERRORS["bad_question"][2])
+            return await self._error(send, exc.code, request_id, status=400,
+                                     message_fa=exc.message_fa, message_en=exc.message_en)
         except Exception:
             log.exception("front door failed")
             return await self._error(send, "ask_unavailable", request_id)
-        result = _as_dict(answer)
-        service_id = _service_of(result)
+        service_id = result["service"]
         result["operators"] = self.operators_for(service_id, province)
         result.setdefault("caller_province", province)
         out = orjson.dumps(result, default=_json_default)
@@ -898,27 +930,6 @@ def _request_id(scope) -> str:
             if rid:
                 return rid
     return _new_request_id()
-
-
-def _as_dict(answer: Any) -> dict:
-    if isinstance(answer, dict):
-        return dict(answer)
-    if is_dataclass(answer) and not isinstance(answer, type):
-        return asdict(answer)
-    dump = getattr(answer, "model_dump", None) or getattr(answer, "to_dict", None)
-    if callable(dump):
-        return dict(dump())
-    return {"answer": answer}
-
-
-def _service_of(result: dict) -> str | None:
-    for key in ("service_id", "service"):
-        v = result.get(key)
-        if isinstance(v, str):
-            return v
-        if isinstance(v, dict) and isinstance(v.get("id"), str):
-            return v["id"]
-    return None
 
 
 def _json_default(obj: Any) -> Any:

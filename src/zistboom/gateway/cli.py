@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import threading
 
 SINK_MODULES = ("zistboom.exchange_log.sink", "zistboom.monitoring.sink")
 
@@ -46,6 +47,17 @@ def load_sinks(db_url: str, settings, config=None) -> list:
     return sinks
 
 
+def _warm_front_door() -> None:
+    """Load the Persian front door's model in the background so the first ``/v1/ask`` does not
+    pay for it (in a fresh ``var/`` this trains the default model once)."""
+    try:
+        from zistboom.nlp.frontdoor import get_front_door
+
+        get_front_door()
+    except Exception:  # the gateway serves without it; /v1/ask then answers 503 and logs why
+        log.exception("front door warm-up failed")
+
+
 def _run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -58,6 +70,8 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = GatewayConfig.from_env(redis_url=args.redis_url)
     app = create_gateway(db_url, sinks=load_sinks(db_url, settings, config), config=config)
+    if not args.no_warm:
+        threading.Thread(target=_warm_front_door, name="zistboom-warm-front-door", daemon=True).start()
     uvicorn.run(app, host=args.host or settings.gateway_host, port=args.port or settings.gateway_port,
                 loop="uvloop", http="httptools", access_log=False, lifespan="on", proxy_headers=False,
                 server_header=False, log_level=args.log_level)
@@ -71,5 +85,6 @@ def register(subparsers) -> None:
     p.add_argument("--database-url", default=None, help="registry database URL (default from settings)")
     p.add_argument("--redis-url", default=None,
                    help="Redis shared by gateway replicas (default ZISTBOOM_REDIS_URL; none: per-replica state)")
+    p.add_argument("--no-warm", action="store_true", help="do not load the front door's model at start")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=_run)
