@@ -18,14 +18,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for tests.support (script mode too)
+from tests.support import free_port  # noqa: E402,F401 - re-exported for the log tests and bench
+
 API_KEY = "key-log-client-secret"
 CLIENT = "log-client"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def seed_registry(db_url: str, operator_url: str) -> None:

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 import uvicorn
 from aiohttp import web
 
+from tests.support import LoopThread, free_port  # noqa: F401 - re-exported for the gateway tests
 from zistboom.gateway.app import Gateway
 from zistboom.registry import models as m
 from zistboom.registry.db import make_engine, make_sessionmaker, session_scope
@@ -104,38 +105,6 @@ class Registry:
 
     def close(self) -> None:
         self.engine.dispose()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LoopThread:
-    """An asyncio loop in a daemon thread; ``run(coro)`` executes there and waits for the result."""
-
-    def __init__(self):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro, timeout: float = 30):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    async def _cancel_all(self):
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def stop(self):
-        try:
-            self.run(self._cancel_all(), timeout=5)
-        except Exception:
-            pass
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
 
 class Operator:
