@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # Train (once; cached under var/nlp) the Persian front door's default model, so neither the demo
 # nor the tests pay for it on their first question.
 nlp-model: $(STAMP)
+	@echo "Persian front door: loading its model (the first time it is trained from data/requests, ~1-2 min; then cached under var/nlp)"
 	$(BIN)/python -c "from zistboom.nlp.default_model import train_default; train_default()"
 
 setup: $(STAMP)

@@ -56,6 +56,16 @@ def test_receipt_roundtrip_and_consistency(log):
                                           store.consistency_proof(a.tree_size, b.tree_size))
 
 
+def test_receipt_saved_with_a_line_end_still_verifies_but_other_edits_do_not(log):
+    store, exs = log
+    data = dumps_receipt(store.receipt(exs[3].request_id))
+    for ending in (b"\n", b"\r\n"):  # `zistboom log receipt ID > r.json` adds a newline
+        assert verify_receipt_bytes(data + ending, store.public_key)["request_id"] == exs[3].request_id
+    for bad in (data + b"\n\n", b" " + data, data + b" "):
+        with pytest.raises(ReceiptError):
+            verify_receipt_bytes(bad, store.public_key)
+
+
 def test_receipt_pinned_key_mismatch(log, tmp_path):
     store, exs = log
     data = dumps_receipt(store.receipt(exs[3].request_id))

@@ -44,17 +44,19 @@ def _start_operators(group, operators, latency_ms: float, failure_rate: float) -
 
 
 def _wait_forever(group) -> None:
+    """Block until SIGINT (Ctrl-C) or SIGTERM. Both handlers are installed explicitly: a process
+    started in the background by a non-interactive shell inherits SIGINT as *ignored*, and Python
+    then never raises KeyboardInterrupt. Children that die meanwhile are reaped (no zombies)."""
     stop = {"flag": False}
 
     def _handler(_sig, _frm):
         stop["flag"] = True
 
     signal.signal(signal.SIGTERM, _handler)
-    try:
-        while not stop["flag"]:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+    signal.signal(signal.SIGINT, _handler)
+    while not stop["flag"]:
+        group.reap()
+        time.sleep(0.5)
 
 
 def cmd_operators(args) -> int:
@@ -65,7 +67,7 @@ def cmd_operators(args) -> int:
     from zistboom.demo.processes import ProcessGroup, port_free
 
     settings = get_settings()
-    console = Console()
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 140)
     operators = _operators_from_db(args.database_url or settings.resolved_database_url())
     if not operators:
         console.print("[red]no operators with a local endpoint in the registry; run `zistboom seed` first[/red]")
@@ -160,7 +162,7 @@ def cmd_run(args) -> int:
     from zistboom.registry.migrate import upgrade
     from zistboom.registry.seed import CLIENTS, is_seeded, seed, write_client_keys
 
-    console = Console()
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 140)
     settings = get_settings()
     var = settings.ensure_var_dir()
     url = settings.resolved_database_url()

@@ -88,6 +88,11 @@ class ProcessGroup:
                 failed.append(child)
         return failed
 
+    def reap(self) -> list[str]:
+        """Collect the exit status of children that died on their own (so none stays a zombie);
+        returns their names."""
+        return [c.name for c in self.children.values() if c.proc is not None and c.proc.poll() is not None]
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         child = self.children[name]
         if child.alive():

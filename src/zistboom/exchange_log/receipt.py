@@ -44,6 +44,10 @@ def dumps_receipt(receipt: dict) -> bytes:
 
 def verify_receipt_bytes(data: bytes, pinned_key: Ed25519PublicKey | None = None) -> dict:
     """Verify a receipt file's bytes; return the record on success, raise :class:`ReceiptError`."""
+    if data.endswith(b"\r\n"):  # a receipt saved with `> file` or by an editor gains a line end
+        data = data[:-2]
+    elif data.endswith(b"\n"):
+        data = data[:-1]
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as e:
