@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # nor the tests pay for it on their first question.
 nlp-model: $(STAMP)
 	@echo "Persian front door: loading its model (the first time it is trained from data/requests, ~1-2 min; then cached under var/nlp)"
-	$(BIN)/python -c "from zistboom.nlp.default_model import train_default; train_default()"
+	$(BIN)/zistboom nlp warm
 
 setup: $(STAMP)
 

@@ -12,6 +12,10 @@ Each hand-written row (styles ``formal``, ``colloquial``, ``situation``, ``keywo
 A derived row stays in the same split as the row it came from (``group``), so the dev split never
 holds a near-copy of a training row. Dev gets, per label, one formal, one colloquial,
 two situation, one keywords and (for half the labels) one finglish row, with their derived rows.
+
+Rows below the ``# --- train-only additions`` line of base.tsv were written later (more
+situation and Finglish requests); they go to train as written (no derived variants) and take no
+part in the dev choice or in the random draws, so dev.jsonl stays byte-identical.
 """
 
 from __future__ import annotations
@@ -37,22 +41,32 @@ _arabic = arabic_keyboard
 _typo = typo
 
 
+TRAIN_ONLY_MARKER = "# --- train-only additions"
+
+
 def load_base(path: Path = HERE / "base.tsv") -> list[dict]:
+    """Rows of base.tsv; rows below the train-only marker line carry ``train_only=True``."""
     rows = []
+    train_only = False
     with path.open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
+            if line.startswith(TRAIN_ONLY_MARKER):
+                train_only = True
+                continue
             if not line.strip() or line.startswith("#"):
                 continue
             label, style, text = line.rstrip("\n").split("\t")
-            rows.append({"label": label, "style": style, "text": text.strip(), "group": f"b{n}"})
+            rows.append({"label": label, "style": style, "text": text.strip(), "group": f"b{n}",
+                         "train_only": train_only})
     return rows
 
 
 def build(base: list[dict]) -> tuple[list[dict], list[dict]]:
     rng = random.Random(SEED)
     by_label: dict[str, list[dict]] = defaultdict(list)
+    extra: dict[str, list[dict]] = defaultdict(list)
     for row in base:
-        by_label[row["label"]].append(row)
+        (extra if row.get("train_only") else by_label)[row["label"]].append(row)
     train, dev = [], []
     for li, (label, rows) in enumerate(sorted(by_label.items())):
         # dev groups: one per style (finglish for every other label), chosen by a stable hash
@@ -75,7 +89,7 @@ def build(base: list[dict]) -> tuple[list[dict], list[dict]]:
         for r in (sample[4:] + sample[:4])[:n_typo]:
             derived.append({**r, "style": "typo", "text": _typo(r["text"], rng)})
         seen = set()
-        for r in rows + derived:
+        for r in rows + derived + extra[label]:
             if r["text"] in seen:
                 continue
             seen.add(r["text"])

@@ -73,3 +73,25 @@ def test_missing_model_dir_is_a_clear_error(files, capsys):
     tmp, data = files
     assert main(["nlp", "evaluate", "--model", str(tmp / "nope"), "--data", str(data), "--label-field", "intent"]) == 2
     assert "not a zistboom nlp model directory" in capsys.readouterr().err
+
+
+def test_warm_trains_then_reuses_the_default_model(tmp_path):
+    """``zistboom nlp warm`` in a fresh var/ (subprocess: settings are per process) on tiny data."""
+    import os
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"text": t, "label": y} for t, y, _ in ROWS]
+    for name, part in (("train.jsonl", rows * 2), ("dev.jsonl", rows[::3])):
+        (data / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part), encoding="utf-8")
+    env = {**os.environ, "ZISTBOOM_NLP_DATA_DIR": str(data), "ZISTBOOM_VAR_DIR": str(tmp_path / "var")}
+    runs = [subprocess.run([sys.executable, "-m", "zistboom.cli", "nlp", "warm"], capture_output=True, text=True,
+                           env=env, timeout=300) for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    first, second = (json.loads(r.stdout) for r in runs)
+    assert first["cached"] is False and second["cached"] is True
+    assert first["model"] == second["model"] and first["model"].startswith(str(tmp_path / "var"))
+    assert (tmp_path / "var" / "nlp" / "embeddings").is_dir()

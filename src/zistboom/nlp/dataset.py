@@ -25,6 +25,7 @@ class Example:
     label: str | None
     style: str | None
     line: int
+    group: str | None = None  # source-row id: a request and its derived variants share it
 
 
 def parse_jsonl_line(raw: str, lineno: int, source: str = "<stdin>") -> dict:
@@ -68,7 +69,9 @@ def read_labelled(path: str | Path, label_field: str = "label") -> list[Example]
         label = obj[label_field]
         if label is not None and not isinstance(label, str):
             raise DataError(f"{p}:{n}: label field {label_field!r} must be a string or null")
-        out.append(Example(obj["text"], label if label is not None else "none", obj.get("style"), n))
+        group = obj.get("group")
+        out.append(Example(obj["text"], label if label is not None else "none", obj.get("style"), n,
+                           str(group) if group is not None else None))
     if not out:
         raise DataError(f"{p}: no examples")
     return out

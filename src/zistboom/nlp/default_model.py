@@ -51,8 +51,22 @@ def model_dir(encoder: str = DEFAULT_ENCODER) -> Path:
     return get_settings().var_dir / "nlp" / "models" / f"{safe}-{cache_key(encoder)[:12]}"
 
 
+def embedding_cache_dir() -> Path:
+    """``<var_dir>/nlp/embeddings``: pretrained-encoder vectors of training rows, keyed by text."""
+    return get_settings().var_dir / "nlp" / "embeddings"
+
+
 def train_default(encoder: str = DEFAULT_ENCODER, *, force: bool = False) -> Path:
-    """Train (if not cached, or ``force``) the default model and return its directory."""
+    """Train (if not cached, or ``force``) the default model and return its directory.
+
+    C, temperature and threshold come from grouped cross-validation on train (rows sharing a
+    ``group`` stay together); dev is only scored. Encoder vectors of the training and dev rows are
+    cached under :func:`embedding_cache_dir`, so a retrain after a data or head change encodes
+    only new rows.
+    """
+    from zistboom.nlp.encoders import encode_cached, get_encoder  # noqa: PLC0415
+    from zistboom.text.normalize import normalize_for_model  # noqa: PLC0415
+
     target = model_dir(encoder)
     with _LOCK:
         if (target / "meta.json").is_file() and not force:
@@ -60,8 +74,17 @@ def train_default(encoder: str = DEFAULT_ENCODER, *, force: bool = False) -> Pat
         d = data_dir()
         train = read_labelled(d / "train.jsonl")
         dev = read_labelled(d / "dev.jsonl")
-        model = ServiceClassifier.train([e.text for e in train], [e.label for e in train], encoder=encoder,
-                                        dev_texts=[e.text for e in dev], dev_labels=[e.label for e in dev])
+        enc = get_encoder(encoder)
+        tr_norm = [normalize_for_model(e.text) for e in train]
+        if enc.needs_fit:
+            enc.fit(tr_norm)
+        cache = embedding_cache_dir()
+        Xtr = encode_cached(enc, tr_norm, cache)
+        Xdv = encode_cached(enc, [normalize_for_model(e.text) for e in dev], cache)
+        groups = [e.group or f"line{e.line}" for e in train]
+        model = ServiceClassifier.train([e.text for e in train], [e.label for e in train], encoder=enc,
+                                        dev_texts=[e.text for e in dev], dev_labels=[e.label for e in dev],
+                                        groups=groups, train_vectors=Xtr, dev_vectors=Xdv)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
         model.save(tmp)

