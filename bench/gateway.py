@@ -150,9 +150,11 @@ GATEWAY_RUNNER = textwrap.dedent('''
     redis_url = sys.argv[4] if len(sys.argv) > 4 else None
     cfg = GatewayConfig(client_rate=1e7, client_burst=1e7, redis_url=redis_url,
                         redis_prefix=f"zistboom:bench:{sys.argv[2]}:")
+    from zistboom.gateway.server import server_options
+
     uvicorn.run(create_gateway(sys.argv[1], config=cfg), host="127.0.0.1", port=int(sys.argv[2]), loop="uvloop",
-                http="httptools", access_log=False, lifespan="on", proxy_headers=False,
-                server_header=False, log_level="warning")
+                access_log=False, lifespan="on", proxy_headers=False, server_header=False,
+                log_level="warning", **server_options(cfg))
 ''')
 
 # ------------------------------------------------------------------------------ load

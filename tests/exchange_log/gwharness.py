@@ -122,9 +122,11 @@ class GatewayThread:
         self.app = app
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, http="httptools",
-                                                    loop="asyncio", lifespan="on", access_log=False,
-                                                    log_level="warning"))
+        from zistboom.gateway.server import server_options
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, loop="asyncio",
+                                                    lifespan="on", access_log=False, log_level="warning",
+                                                    **server_options(app.config)))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> GatewayThread:
@@ -222,8 +224,10 @@ def _main() -> None:
         app = create_gateway(args.db_url, sinks=[NullSink()], config=gateway_config())
     else:
         app, _ = make_app(args.db_url, None if args.var_dir == "-" else Path(args.var_dir))
-    uvicorn.run(app, host="127.0.0.1", port=args.port, http="httptools", loop="asyncio", lifespan="on",
-                access_log=False, log_level="warning")
+    from zistboom.gateway.server import server_options
+
+    uvicorn.run(app, host="127.0.0.1", port=args.port, loop="asyncio", lifespan="on",
+                access_log=False, log_level="warning", **server_options(app.config))
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def test_hop_by_hop_and_forwarding_headers(registry, operators, gateway):
         assert h not in low, h
     assert low["x-keep"] == "yes"
     assert low["x-request-id"] == "req-123"
-    assert low["x-forwarded-for"] == "10.0.0.9, 127.0.0.1"
+    assert low["x-forwarded-for"] == "127.0.0.1"  # the client's own XFF is dropped (trust_forwarded_for=False)
     assert low["x-zistboom-client"] == "app1"
     assert low["x-zistboom-caller-province"] == "IR-01"
     # response side: the operator named X-Secret-Hop in Connection

@@ -61,8 +61,10 @@ class GatewayServer:
         self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cfg = uvicorn.Config(app, host="127.0.0.1", port=self.port, http="httptools", loop="asyncio",
-                             lifespan="on", access_log=False, log_level="warning")
+        from zistboom.gateway.server import server_options
+
+        cfg = uvicorn.Config(app, host="127.0.0.1", port=self.port, loop="asyncio", lifespan="on",
+                             access_log=False, log_level="warning", **server_options(app.config))
         self.server = uvicorn.Server(cfg)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -14,8 +14,13 @@ Endpoints:
   (``/v1/services/{service_id}/{path}?query``), like a plain reverse proxy. Extra request headers
   to the operator: ``X-Request-Id``, ``X-Forwarded-For``, ``X-Zistboom-Client``,
   ``X-Zistboom-Caller-Province``; the client's key headers are never forwarded.
+  ``X-Forwarded-For`` is the TCP peer address only: a client-supplied one is dropped (it could be
+  forged), unless ``GatewayConfig.trust_forwarded_for`` is set (the gateway sits behind a trusted
+  proxy), then it is kept and the peer address appended (the usual proxy practice, cf. RFC 7239).
+  Request heads are limited in size (431) and time (see :mod:`zistboom.gateway.server`).
 * ``POST /v1/ask`` — Persian front door (rate-limited per remote IP).
-* ``GET /v1/receipts/{request_id}`` — the exchange-log receipt of the caller's own exchange.
+* ``GET /v1/receipts/{request_id}`` — the exchange-log receipt of the caller's own exchange
+  (errors in the gateway's format below, codes from :mod:`zistboom.exchange_log.api`).
 * ``GET /healthz`` — the gateway's own health and route-table version/age.
 * ``GET /metrics`` — Prometheus text format.
 
@@ -40,7 +45,9 @@ system and key (Redis when ``redis_url`` is set, else in memory; see
 :mod:`zistboom.gateway.shared_state`): a repeat is answered from the record with
 ``Idempotent-Replayed: true`` and never reaches an operator; a repeat while the first is in flight
 gets 409 ``idempotency_in_flight``, the same key on a different request 422
-``idempotency_key_reused``, a malformed key 400 ``bad_idempotency_key``. Per-client rate limits are
+``idempotency_key_reused`` (the fingerprint covers method, target, body and the caller's
+province after defaulting), a malformed key or two ``Idempotency-Key`` headers 400
+``bad_idempotency_key``. Per-client rate limits are
 shared by all replicas through the same Redis (GCRA), with the local token bucket as fallback.
 
 The route table lives in memory; a thread polls ``registry_state.version`` every
@@ -487,8 +494,9 @@ class Gateway:
             elif n == b"x-caller-province":
                 province_h = v.decode("latin-1").strip().upper()
             elif n == b"idempotency-key":
+                # two Idempotency-Key headers: ambiguous, answered 400 bad_idempotency_key below
+                idem_key = b"" if has_idem else v
                 has_idem = True
-                idem_key = v
             elif n == b"connection":
                 conn_tokens = conn_tokens or set()
                 conn_tokens.update(t.strip().lower() for t in v.split(b","))
@@ -555,7 +563,8 @@ class Gateway:
         rid_b = request_id.encode()
         client_addr = scope.get("client")
         peer = (client_addr[0] if client_addr else "unknown").encode()
-        fwd.append((b"x-forwarded-for", xff + b", " + peer if xff else peer))
+        # a client's own X-Forwarded-For is kept only behind a trusted proxy (config), else spoofable
+        fwd.append((b"x-forwarded-for", xff + b", " + peer if xff and self.config.trust_forwarded_for else peer))
         fwd.append((b"x-request-id", rid_b))
         fwd.append((b"x-zistboom-client", client_id.encode()))
         fwd.append((b"x-zistboom-caller-province", province.encode()))
@@ -574,7 +583,7 @@ class Gateway:
         if key is None:
             return await self._fail(send, request_id, ex, ex_service, ex_province, method, rel_path, t_start,
                                     "bad_idempotency_key")
-        fp = fingerprint(method, target_tail, body)
+        fp = fingerprint(method, target_tail, body, province)
         kind, data = await self.idempotency.begin(client_id, key, fp)
         idem_metric = self.metrics.idempotency
         if kind == "replay":
@@ -852,6 +861,20 @@ class Gateway:
         from zistboom.exchange_log.api import receipt_response
 
         status, headers, body = await receipt_response(store, scope["path"][len("/v1/receipts/"):], client_id)
+        headers = list(headers)
+        if status != 200:
+            # the gateway's error format: X-Zistboom-Error and request_id in the body
+            code = "internal"
+            try:
+                doc = orjson.loads(body)
+                err = doc["error"]
+                code = str(err["code"])
+                err["request_id"] = request_id
+                body = orjson.dumps(doc)
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                pass
+            self.metrics.gateway_errors.labels(code if code in ERRORS else "other").inc()
+            headers.append((b"x-zistboom-error", code.encode("ascii", "replace")))
         await send({"type": "http.response.start", "status": status,
                     "headers": [*headers, (b"content-length", str(len(body)).encode()),
                                 (b"x-request-id", request_id.encode())]})

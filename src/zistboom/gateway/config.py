@@ -53,6 +53,19 @@ class GatewayConfig:
         idempotency_ttl: how long the answer of a request with an ``Idempotency-Key`` is kept (s).
         idempotency_max_body: response bodies up to this size are kept for replay (bytes).
         idempotency_memory_entries / idempotency_memory_bytes: bounds of the in-process store.
+        max_header_bytes: largest request head (request line + headers, raw bytes) accepted; more
+            gets 431 and the connection is closed (nginx's ``large_client_header_buffers`` idea).
+            See :mod:`zistboom.gateway.server`.
+        header_timeout: a request head must be complete this long after the connection opens, or
+            after the first byte of a later request on it (s); else the connection is closed
+            (nginx's ``client_header_timeout``, default 60 s there; 10 s here).
+        keep_alive_timeout: idle client keep-alive connections are closed after this (s; uvicorn's
+            ``timeout_keep_alive``).
+        limit_concurrency: open client connections + running requests above which uvicorn answers
+            new requests 503 (None: no limit).
+        backlog: listen backlog (uvicorn's ``backlog``).
+        trust_forwarded_for: keep a client's ``X-Forwarded-For`` and append the peer address (only
+            behind a trusted proxy); False (default): the operator gets the peer address only.
     """
 
     refresh_interval: float = 1.0
@@ -89,6 +102,12 @@ class GatewayConfig:
     idempotency_max_body: int = 1024 * 1024
     idempotency_memory_entries: int = 100_000
     idempotency_memory_bytes: int = 256 * 1024 * 1024
+    max_header_bytes: int = 64 * 1024
+    header_timeout: float = 10.0
+    keep_alive_timeout: float = 5.0
+    limit_concurrency: int | None = 8192
+    backlog: int = 2048
+    trust_forwarded_for: bool = False
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "GatewayConfig":

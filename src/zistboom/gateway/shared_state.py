@@ -213,10 +213,12 @@ return 0
 """
 
 
-def fingerprint(method: str, target: str, body: bytes) -> str:
-    """Request fingerprint (hex SHA-256) over method, request target (path and query) and body."""
+def fingerprint(method: str, target: str, body: bytes, province: str = "") -> str:
+    """Request fingerprint (hex SHA-256) over method, request target (path and query), the
+    caller's province (after defaulting: it decides where the request is routed) and body."""
     h = hashlib.sha256(method.encode("ascii", "replace"))
     h.update(b"\0" + target.encode("latin-1", "replace") + b"\0")
+    h.update(province.encode("latin-1", "replace") + b"\0")
     h.update(body)
     return h.hexdigest()
 
