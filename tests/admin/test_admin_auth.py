@@ -1,4 +1,4 @@
-"""Bearer-token auth: 401 without/with a bad token, province tokens read-only (403 on writes)."""
+"""Bearer-token auth: 401 without/with a bad token, province tokens refused (403) by the whole admin API."""
 
 from __future__ import annotations
 
@@ -28,11 +28,17 @@ def test_admin_token_reads_and_writes(api):
     assert api.post("/admin/v1/clusters", json={"id": "c1", "name_fa": "خوشه", "name_en": "C"}).status_code == 201
 
 
-def test_province_token_reads_only(api, province_headers):
-    r = api.get("/admin/v1/whoami", headers=province_headers)
-    assert r.json() == {"role": "province", "province": "IR-01", "can_write": False}
-    assert api.get("/admin/v1/licences?province=IR-01", headers=province_headers).status_code == 200
-    assert api.get("/admin/v1/services/transport.traffic-fines", headers=province_headers).status_code == 200
+def test_province_token_is_refused_by_the_whole_admin_api(api, province_headers):
+    """A province token is for the dashboard's read-only province views: every /admin/v1 route
+    (reads included, monitoring's too) answers 403 with a message that says so."""
+    reads = ["/admin/v1/whoami", "/admin/v1/licences?province=IR-01", "/admin/v1/licences",
+             "/admin/v1/services/transport.traffic-fines", "/admin/v1/clients", "/admin/v1/operators",
+             "/admin/v1/provinces", "/admin/v1/registry/version", "/admin/v1/incidents",
+             "/admin/v1/availability", "/admin/v1/slo", "/admin/v1/no-such-thing"]
+    for path in reads:
+        err = assert_error(api.get(path, headers=province_headers), 403, "forbidden")
+        assert "dashboard" in err["message_en"] and "داشبورد" in err["message_fa"], path
+        assert "changes need" not in err["message_en"]
     writes = [
         ("post", "/admin/v1/clusters", {"id": "c1", "name_fa": "x", "name_en": "x"}),
         ("patch", "/admin/v1/provinces/IR-01", {"name_en": "Gilan!"}),
@@ -40,16 +46,20 @@ def test_province_token_reads_only(api, province_headers):
         ("post", "/admin/v1/licences/1/suspend", {"reason": "x"}),
         ("put", "/admin/v1/clients/citizen-app-mashhad/access", {"services": []}),
         ("post", "/admin/v1/clients/citizen-app-mashhad/keys", None),
+        ("post", "/admin/v1/incidents/1/notes", {"text_fa": "یادداشت"}),
     ]
     for method, path, body in writes:
         kwargs = {"headers": province_headers}
         if body is not None:
             kwargs["json"] = body
         err = assert_error(getattr(api, method)(path, **kwargs), 403, "forbidden")
-        assert "read-only" in err["message_en"]
+        assert "dashboard" in err["message_en"]
     # nothing changed
     assert api.get("/admin/v1/clusters/c1").status_code == 404
     assert api.get("/admin/v1/licences/1").json()["status"] == "active"
+    # the public status pages stay open
+    assert api.get("/status/v1/provinces", headers={"Authorization": ""}).status_code == 200
+    assert api.get("/status/v1/clusters", headers=province_headers).status_code == 200
 
 
 def test_openapi_and_docs_served(api):

@@ -142,3 +142,12 @@ def test_contracts(api, session_factory):
     api.post("/admin/v1/services", json=SERVICE)
     r = api.post(f"/admin/v1/services/{SERVICE['id']}/contracts", json={"version": "0.1.0", "openapi": CONTRACT})
     assert r.json()["is_current"] is True
+
+
+def test_province_search_treats_like_wildcards_literally(api):
+    """'%' and '_' in q are plain characters, not LIKE wildcards (security review)."""
+    for q in ("%", "_", "%%", "G_lan", "\\"):
+        r = api.get("/admin/v1/provinces", params={"q": q})
+        assert r.status_code == 200 and r.json()["total"] == 0, (q, r.json()["total"])
+    names = [p["name_en"] for p in api.get("/admin/v1/provinces", params={"q": "gilan"}).json()["items"]]
+    assert names and all("gilan" in n.lower() for n in names)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tests.admin.adminutil import assert_error, registry_version
 
 APP = {"operator_id": "gilan-pardaz", "service_id": "health.appointment", "provinces": ["IR-01", "IR-02"],
-       "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2026-11-29T08:30:00Z", "sla_target": 0.99,
+       "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2036-11-29T08:30:00Z", "sla_target": 0.99,
        "reason": "درخواست آزمایشی"}
 
 
@@ -41,14 +41,14 @@ def test_lifecycle_audited(api, session_factory):
     lic = r.json()
     lid = lic["id"]
     assert lic["status"] == "pending" and lic["provinces"] == ["IR-01", "IR-02"]
-    assert lic["valid_until"] == "2026-11-29T08:30:00Z"
-    assert lic["valid_until_jalali"] == "1405/09/08 12:00"  # Tehran time, UTC+03:30
+    assert lic["valid_until"] == "2036-11-29T08:30:00Z"
+    assert lic["valid_until_jalali"] == "1415/09/09 12:00"  # Tehran time, UTC+03:30
     assert registry_version(session_factory) == v0 + 1
 
     steps = [("review", {"reason": "مدارک بررسی شد"}, "pending"), ("grant", {"reason": "ok"}, "active"),
              ("suspend", {"reason": "SLA", "evidence": {"availability": 0.97}}, "suspended"),
              ("reinstate", None, "active"),
-             ("renew", {"valid_until": "2027-11-29T08:30:00Z", "reason": "تمدید"}, "active"),
+             ("renew", {"valid_until": "2037-11-29T08:30:00Z", "reason": "تمدید"}, "active"),
              ("revoke", {"reason": "پایان همکاری"}, "revoked")]
     for action, body, status in steps:
         r = api.post(f"/admin/v1/licences/{lid}/{action}", json=body) if body is not None else api.post(
@@ -57,7 +57,7 @@ def test_lifecycle_audited(api, session_factory):
         assert r.json()["status"] == status and r.json()["event"]["action"] == action
     assert registry_version(session_factory) == v0 + 1 + len(steps)
     got = api.get(f"/admin/v1/licences/{lid}").json()
-    assert got["valid_until"] == "2027-11-29T08:30:00Z"
+    assert got["valid_until"] == "2037-11-29T08:30:00Z"
     events = api.get(f"/admin/v1/licences/{lid}/events").json()
     assert [e["action"] for e in events["items"]] == ["apply"] + [s[0] for s in steps]
     assert [e["to_status"] for e in events["items"]][-1] == "revoked"
@@ -68,7 +68,9 @@ def test_lifecycle_audited(api, session_factory):
     v1 = registry_version(session_factory)
     err = assert_error(api.post(f"/admin/v1/licences/{lid}/grant", json={}), 409, "invalid_transition")
     assert "revoked" in err["message_en"]
-    assert_error(api.delete(f"/admin/v1/licences/{lid}"), 409, "licence_in_force")
+    err = assert_error(api.delete(f"/admin/v1/licences/{lid}"), 409, "licence_has_history")
+    assert "revoke it instead" not in err["message_en"] and "لغو (revoke) کنید" not in err["message_fa"]
+    assert_error(api.delete("/admin/v1/licences/1"), 409, "licence_in_force")  # active: revoke it instead
     assert registry_version(session_factory) == v1
     assert_error(api.post(f"/admin/v1/licences/{lid}/explode", json={}), 422)
     assert_error(api.post(f"/admin/v1/licences/{lid}/expire", json={}), 422)  # system-only action
@@ -116,3 +118,39 @@ def test_amend_and_delete_pending(api, session_factory):
     assert api.delete(f"/admin/v1/licences/{lid}").status_code == 204
     assert_error(api.get(f"/admin/v1/licences/{lid}"), 404)
     assert_error(api.delete(f"/admin/v1/licences/{lid}"), 404)
+
+
+def test_dates_in_the_past_are_refused(api, session_factory):
+    """Security review: a 2001→2002 licence could be applied for, granted (active) and renewed to 2003."""
+    past = dict(APP, valid_from="2001-01-01T00:00:00Z", valid_until="2002-01-01T00:00:00Z")
+    err = assert_error(api.post("/admin/v1/licences", json=past), 422, "invalid_validity")
+    assert "valid_until" in str(err)
+    lid = api.post("/admin/v1/licences", json=APP).json()["id"]
+    assert_error(api.patch(f"/admin/v1/licences/{lid}", json={"valid_until": "2002-01-01T00:00:00Z"}), 422,
+                 "invalid_validity")
+    # an application whose validity ran out while it waited cannot be granted
+    from zistboom.registry import models as m
+    from zistboom.registry.db import session_scope
+    from datetime import datetime, timezone
+
+    with session_scope(session_factory) as s:
+        lic = s.get(m.Licence, lid)
+        lic.valid_from = datetime(2001, 1, 1, tzinfo=timezone.utc)
+        lic.valid_until = datetime(2002, 1, 1, tzinfo=timezone.utc)
+    err = assert_error(api.post(f"/admin/v1/licences/{lid}/grant", json={"reason": "ok"}), 409, "validity_over")
+    assert "renew" in err["message_en"].lower() and "apply again" in err["message_en"]
+    assert api.get(f"/admin/v1/licences/{lid}").json()["status"] == "pending"
+    # an active licence cannot be renewed to a date that is also in the past
+    err = assert_error(api.post("/admin/v1/licences/1/renew", json={"valid_until": "2003-01-01T00:00:00Z"}), 422,
+                       "invalid_validity")
+
+
+def test_evidence_is_capped(api):
+    big = {"blob": "x" * (64 * 1024)}
+    err = assert_error(api.post("/admin/v1/licences/1/review", json={"reason": "r", "evidence": big}), 413,
+                       "evidence_too_large")
+    assert "evidence" in str(err)
+    assert api.get("/admin/v1/licences/1").json()["status"] == "active"
+    assert len(api.get("/admin/v1/licences/1/events").json()["items"]) == 2  # nothing written
+    ok = api.post("/admin/v1/licences/1/suspend", json={"reason": "r", "evidence": {"blob": "x" * 60_000}})
+    assert ok.status_code == 200, ok.text

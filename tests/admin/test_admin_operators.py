@@ -27,7 +27,7 @@ def test_operator_crud(api, session_factory):
     got = api.get("/admin/v1/operators/test-op").json()
     assert got["licence_ids"] == []
 
-    r = api.patch("/admin/v1/operators/test-op", json={"endpoints": ["https://op.example:8443/api", "http://127.0.0.1:1"],
+    r = api.patch("/admin/v1/operators/test-op", json={"endpoints": ["http://op.example:8080/api", "http://127.0.0.1:1"],
                                                       "home_province": "IR-07"})
     assert r.status_code == 200 and r.json()["home_province"] == "IR-07" and len(r.json()["endpoints"]) == 2
     assert_error(api.patch("/admin/v1/operators/test-op", json={"home_province": "IR-99"}), 422, "unknown_province")
@@ -61,3 +61,21 @@ def test_operator_urls_and_refs(api):
     err = assert_error(api.post("/admin/v1/operators", json=operator_body(province="IR-88")), 422, "unknown_province")
     assert "home_province" in err["message_en"]
     assert_error(api.post("/admin/v1/operators", json=operator_body(province="Tehran")), 422)
+
+
+def test_https_and_userinfo_urls_refused(api):
+    """The gateway's upstream client speaks plain HTTP: an https endpoint would be dropped silently
+    (503 no_route for callers), so the admin API refuses it up front with a clear 422."""
+    for field, value in (("endpoints", ["https://op.example:8443/api"]), ("health_url", "https://op.example/health"),
+                         ("endpoints", ["http://127.0.0.1:1", "HTTPS://op.example/"])):
+        err = assert_error(api.post("/admin/v1/operators", json=dict(operator_body(), **{field: value})), 422,
+                           "tls_not_supported")
+        assert "TLS to operators is not supported" in err["message_en"] and "TLS" in err["message_fa"]
+        assert field in str(err)
+    err = assert_error(api.patch("/admin/v1/operators/gilan-pardaz", json={"health_url": "https://x.example/h"}), 422,
+                       "tls_not_supported")
+    for field, value in (("endpoints", ["http://user:pass@127.0.0.1:1/"]), ("health_url", "http://u@127.0.0.1/h"),
+                         ("endpoints", ["http://@127.0.0.1/"])):
+        err = assert_error(api.post("/admin/v1/operators", json=dict(operator_body(), **{field: value})), 422, "invalid_url")
+        assert "user info" in err["message_en"], value
+    assert api.get("/admin/v1/operators/test-op").status_code == 404  # nothing was created

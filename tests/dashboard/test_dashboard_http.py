@@ -333,3 +333,51 @@ def test_overview_for_one_province_shows_its_operators(dash):
     row = re.search(r'href="/services/transport.traffic-fines".*?</tr>', r.text, re.S).group(0)
     assert "گیلان‌پرداز" in row and "۱ از ۱" in row
     assert "شناخته نیست" in c.get("/", params={"province": "IR-77"}).text
+
+
+# ----------------------------------------------------------------------------- security-review regressions
+
+BAD_IDS = ["99999999999999999999999", "9223372036854775808", "0", "%C2%B2", "1%C2%B2", "%D9%A1%C2%B2", "-1"]
+
+
+def test_unparseable_or_huge_ids_are_persian_404_not_500(dash):
+    c = client(dash["url"])
+    login(c, dash["token"])
+    csrf = CSRF_RE.search(c.get("/licences/1/suspend").text).group(1)
+    for bad in BAD_IDS:
+        r = c.get(f"/licences/{bad}/suspend")
+        assert r.status_code == 404 and "پیدا نشد" in r.text, (bad, r.status_code)
+        r = c.post(f"/licences/{bad}/suspend", data={"csrf": csrf, "reason": "تعلیق آزمایشی"})
+        assert r.status_code == 404 and "وجود ندارد" in r.text, (bad, r.status_code)
+        r = c.get(f"/incidents/{bad}")
+        assert r.status_code == 404, (bad, r.status_code)
+        r = c.post(f"/incidents/{bad}/notes", data={"csrf": csrf, "text": "یادداشت آزمایشی"})
+        assert r.status_code == 404 and "یادداشت آزمایشی" in r.text, (bad, r.status_code)
+        # a stale form (bad CSRF) re-renders the incident page: the id must not crash there either
+        r = c.post(f"/incidents/{bad}/notes", data={"csrf": "stale", "text": "یادداشت آزمایشی"})
+        assert r.status_code == 404, (bad, r.status_code)
+    # Persian digits still work for a real id
+    assert c.get("/licences/۱/suspend").status_code == 200
+
+
+def test_parse_id_is_strict():
+    from zistboom.dashboard.app import parse_id
+
+    assert parse_id("42") == 42 and parse_id("۴۲") == 42 and parse_id(str(2**63 - 1)) == 2**63 - 1
+    for bad in ("", "0", "-1", "²", "1²", "４２", "1e3", " 1", str(2**63), "9" * 40):
+        assert parse_id(bad) is None, bad
+
+
+def test_service_page_survives_contract_without_optional_fields(dash):
+    with sessionmaker_for(dash["db_url"])() as s:
+        svc = s.get(m.Service, "health.appointment")
+        s.add(m.ServiceContract(service_id=svc.id, version="9.9.9", openapi={
+            "openapi": "3.0.3", "paths": {"/x": {"get": {}, "post": {"parameters": "junk", "requestBody": {}},
+                                                   "summary": "not an operation"}}}))
+        svc.current_contract_version = "9.9.9"
+        s.commit()
+    c = client(dash["url"])
+    login(c, dash["token"])
+    r = c.get("/services/health.appointment")
+    assert r.status_code == 200, r.text[:500]
+    assert "/v1/services/health.appointment/x" in r.text and "تعریف نشده" in r.text

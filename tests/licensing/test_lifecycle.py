@@ -76,3 +76,49 @@ def test_expire_due_marks_and_audits(seeded_db_url, session_factory):
     with session_scope(session_factory) as s:
         lic = s.get(m.Licence, lid)
         assert lic.status == "expired" and lic.events[-1].action == "expire"
+
+
+def test_validity_in_the_past_is_refused(seeded_db_url, session_factory):
+    """Security review: apply 2001→2002, grant (active), renew to 2003 all used to succeed."""
+    from datetime import datetime, timezone
+
+    y = lambda year: datetime(year, 1, 1, tzinfo=timezone.utc)  # noqa: E731
+    with session_scope(session_factory) as s, pytest.raises(LicensingError) as err:
+        _apply(s, valid_from=y(2001), valid_until=y(2002))
+    assert err.value.code == "invalid_validity" and err.value.http_status == 422
+    with session_scope(session_factory) as s:
+        lid = _apply(s).id
+        # the application waited too long: its validity is over before it is granted
+        s.get(m.Licence, lid).valid_until = utcnow() - timedelta(seconds=1)
+    with session_scope(session_factory) as s, pytest.raises(LicensingError) as err:
+        licensing.transition(s, lid, "grant", actor="x")
+    assert err.value.code == "validity_over" and err.value.http_status == 409
+    assert "renew" in err.value.message_en.lower() and "تمدید" in err.value.message_fa
+    with session_scope(session_factory) as s:
+        assert s.get(m.Licence, lid).status == "pending"
+        # an expired licence cannot be renewed into the past either (even if later than its old end)
+        lid2 = _apply(s).id
+        licensing.transition(s, lid2, "grant", actor="x")
+        lic = s.get(m.Licence, lid2)
+        lic.valid_from, lic.valid_until = y(2001), y(2002)
+        licensing.expire_due(s)
+        assert lic.status == "expired"
+    with session_scope(session_factory) as s, pytest.raises(LicensingError) as err:
+        licensing.transition(s, lid2, "renew", actor="x", valid_until=y(2003))
+    assert err.value.code == "invalid_validity"
+    with session_scope(session_factory) as s:
+        licensing.transition(s, lid2, "renew", actor="x", valid_until=utcnow() + timedelta(days=30))
+        assert s.get(m.Licence, lid2).status == "active"
+
+
+def test_evidence_size_is_capped(seeded_db_url, session_factory):
+    with session_scope(session_factory) as s:
+        lid = _apply(s).id
+    with session_scope(session_factory) as s, pytest.raises(LicensingError) as err:
+        licensing.transition(s, lid, "review", actor="x", evidence={"blob": "x" * (64 * 1024)})
+    assert err.value.code == "evidence_too_large" and err.value.http_status == 413
+    with session_scope(session_factory) as s, pytest.raises(LicensingError) as err:
+        licensing.transition(s, lid, "review", actor="x", evidence=["not", "an", "object"])
+    assert err.value.code == "invalid_evidence"
+    with session_scope(session_factory) as s:
+        licensing.transition(s, lid, "review", actor="x", evidence={"ok": "x" * 1000})

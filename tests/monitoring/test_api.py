@@ -95,6 +95,12 @@ def test_incident_lifecycle(client):
     r = client.post(f"/admin/v1/incidents/{iid}/notes", json={"text_fa": "تیم فنی اپراتور در حال بررسی است.", "author": "کشیک"},
                     headers=ADMIN)
     assert r.status_code == 201 and r.json()["notes"][-1]["text_fa"] == "تیم فنی اپراتور در حال بررسی است."
+    assert r.json()["notes"][-1]["author"] == "admin: کشیک"  # the role first, the display name after it
+    r = client.post(f"/admin/v1/incidents/{iid}/notes", json={"text_fa": "همه چیز عادی است.", "author": "monitoring"},
+                    headers=ADMIN)
+    assert r.status_code == 201 and r.json()["notes"][-1]["author"] == "admin: monitoring"  # cannot pose as monitoring
+    r = client.post(f"/admin/v1/incidents/{iid}/notes", json={"text_fa": "بدون نام."}, headers=ADMIN)
+    assert r.json()["notes"][-1]["author"] == "admin"
     for state in ("identified", "monitoring"):
         r = client.post(f"/admin/v1/incidents/{iid}/state", json={"state": state, "note_fa": "به‌روزرسانی"}, headers=ADMIN)
         assert r.status_code == 200 and r.json()["state"] == state
@@ -102,7 +108,7 @@ def test_incident_lifecycle(client):
     r = client.post(f"/admin/v1/incidents/{iid}/state", json={"state": "resolved"}, headers=ADMIN)
     assert r.json()["state"] == "resolved" and r.json()["resolved_at"]["iso"]
     detail = client.get(f"/admin/v1/incidents/{iid}", headers=ADMIN).json()
-    assert [n["to_state"] for n in detail["notes"]] == ["investigating", None, "identified", "monitoring", "resolved"]
+    assert [n["to_state"] for n in detail["notes"]] == ["investigating", None, None, None, "identified", "monitoring", "resolved"]
     # errors
     again = client.post(f"/admin/v1/incidents/{iid}/state", json={"state": "monitoring"}, headers=ADMIN)
     assert again.status_code == 409 and again.json()["error"]["code"] == "invalid_transition"
@@ -111,6 +117,9 @@ def test_incident_lifecycle(client):
     assert client.post(f"/admin/v1/incidents/{iid}/notes", content=b"{", headers=ADMIN).status_code == 422
     assert client.get("/admin/v1/incidents/99999", headers=ADMIN).status_code == 404
     assert client.get("/admin/v1/incidents/abc", headers=ADMIN).json()["error"]["code"] == "not_found"
+    for bad in ("%C2%B2", "1%C2%B2", "0", "9" * 30):  # '²' passes str.isdigit() but not int()
+        assert client.get(f"/admin/v1/incidents/{bad}", headers=ADMIN).status_code == 404, bad
+        assert client.post(f"/admin/v1/incidents/{bad}/notes", json={"text_fa": "یادداشت"}, headers=ADMIN).status_code == 404
     assert client.get("/admin/v1/incidents", params={"state": "x"}, headers=ADMIN).status_code == 422
 
 

@@ -3,10 +3,11 @@
 Resources: provinces, clusters, services (+ contracts), operators, licences (+ actions, events),
 clients (+ keys, access). OpenAPI at ``/admin/v1/openapi.json``, interactive docs at ``/admin/docs``.
 
-Auth: ``Authorization: Bearer <token>`` (see :mod:`zistboom.admin.auth`); the admin token reads and
-writes, a province token only reads. Every write bumps ``registry_state.version`` in its own
-transaction so gateways pick the change up. Errors are JSON ``{"error": {...}}``
-(:mod:`zistboom.admin.errors`).
+Auth: ``Authorization: Bearer <token>`` (see :mod:`zistboom.admin.auth`); only the admin token is
+accepted (reads and writes). A province token gets 403 everywhere under ``/admin/v1``: it is for
+the dashboard's read-only views of its province. The public ``/status/v1`` routes need no token.
+Every write bumps ``registry_state.version`` in its own transaction so gateways pick the change up.
+Errors are JSON ``{"error": {...}}`` (:mod:`zistboom.admin.errors`).
 
 Optional parts, mounted when their modules exist:
 

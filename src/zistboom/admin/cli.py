@@ -46,7 +46,8 @@ def cmd_token(_args) -> int:
 
 
 def cmd_province_token(args) -> int:
-    """Issue and print a read-only token for one province (ISO 3166-2 code ``IR-00``..``IR-30``)."""
+    """Issue and print a token for the dashboard's read-only view of one province (ISO 3166-2 code
+    ``IR-00``..``IR-30``); the admin API refuses it (403)."""
     from zistboom.admin.auth import issue_province_token
     from zistboom.text.digits import to_ascii_digits
 
@@ -68,6 +69,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     admin_sub = p.add_subparsers(dest="admin_command", metavar="ACTION")
     t = admin_sub.add_parser("token", help="print the admin token (creates it on first use)")
     t.set_defaults(func=cmd_token)
-    pt = admin_sub.add_parser("province-token", help="issue a read-only token for one province")
+    pt = admin_sub.add_parser("province-token", help="issue a dashboard token for the read-only view of one province (not valid on the admin API)")
     pt.add_argument("province", help="ISO 3166-2 code, e.g. IR-01")
     pt.set_defaults(func=cmd_province_token)

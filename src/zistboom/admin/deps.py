@@ -3,9 +3,11 @@
 * :func:`require_reader` — any valid bearer token (admin or province); returns its
   :class:`~zistboom.admin.auth.Role`. Missing/unknown token → 401 JSON error with
   ``WWW-Authenticate: Bearer``.
-* :func:`require_admin` — the admin token only; a province token gets 403.
-* :func:`authorize` — reader for GET/HEAD/OPTIONS, admin for every other method (used as the
-  admin API router's dependency so no write endpoint can forget it).
+* :func:`require_admin` — the admin token only; a province token gets 403 (also used by the
+  monitoring routes under ``/admin/v1``).
+* :func:`authorize` — the admin role for every method (used as the admin API router's dependency so
+  no endpoint can forget it); a province token, meant for the dashboard's read-only province
+  views, gets 403 on the whole admin API.
 * :func:`get_session` — a SQLAlchemy session from ``app.state.session_factory``, closed (and rolled
   back if uncommitted) after the request.
 * :func:`write_txn` — wraps a write: bumps ``registry_state.version`` in the same transaction,
@@ -32,8 +34,8 @@ from zistboom.registry.snapshot import bump_version
 bearer_scheme = HTTPBearer(
     auto_error=False,
     scheme_name="bearer",
-    description="Admin token (`zistboom admin token`) or a read-only province token "
-    "(`zistboom admin province-token IR-xx`).",
+    description="Admin token (`zistboom admin token`). Province tokens "
+    "(`zistboom admin province-token IR-xx`) are for the dashboard only and get 403 here.",
 )
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -68,19 +70,27 @@ def require_reader(
     return role
 
 
+PROVINCE_TOKEN_FA = ("توکن استانی فقط برای نماهای فقط‌خواندنیِ استان در داشبورد است و در API مدیریت "
+                     "(‎/admin/v1‎) پذیرفته نمی‌شود؛ برای API مدیریت، توکن مدیر لازم است.")
+PROVINCE_TOKEN_EN = ("Province tokens are for the dashboard's read-only province views; the admin API "
+                     "(/admin/v1) accepts the admin token only.")
+
+
 def require_admin(role: Role = Depends(require_reader)) -> Role:
-    """The admin token only. Raises :class:`ApiError` 401 (no/unknown token) or 403 (province token)."""
+    """The admin token only. Raises :class:`ApiError` 401 (no/unknown token) or 403 (province token,
+    which is meant for the dashboard's read-only province views, not the admin API)."""
     if not role.can_write:
-        raise ApiError(403, "forbidden", "توکن استانی فقط اجازهٔ خواندن دارد؛ برای تغییر، توکن مدیر لازم است.",
-                       "A province token is read-only; changes need the admin token.")
+        raise ApiError(403, "forbidden", PROVINCE_TOKEN_FA, PROVINCE_TOKEN_EN)
     return role
 
 
 def authorize(request: Request, role: Role = Depends(require_reader)) -> Role:
-    """Reader rights for safe methods, admin rights for the rest."""
-    if request.method not in READ_METHODS:
-        return require_admin(role)
-    return role
+    """The admin API's guard: the admin role for every method, reads included.
+
+    Province tokens are scoped to one province in the dashboard; the admin API has national data
+    (clients with key prefixes, every province's licences, operators) and no per-province filter, so
+    a province token gets 403 here on every route (one simple, consistent rule)."""
+    return require_admin(role)
 
 
 def get_session(request: Request) -> Iterator[Session]:

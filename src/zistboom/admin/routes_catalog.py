@@ -59,8 +59,9 @@ def list_provinces(q: str | None = Query(None, max_length=100, description="subs
     """The 31 provinces (ISO 3166-2 codes), ordered by code."""
     stmt = select(m.Province).order_by(m.Province.code)
     if q:
-        like = f"%{q}%"
-        stmt = stmt.where(or_(m.Province.name_fa.like(like), m.Province.name_en.ilike(like)))
+        # '%' and '_' are LIKE wildcards: escape them (and the escape character) so q is a plain substring
+        like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        stmt = stmt.where(or_(m.Province.name_fa.like(like, escape="\\"), m.Province.name_en.ilike(like, escape="\\")))
     return paginate(session, stmt, page, province_out)
 
 

@@ -20,6 +20,7 @@ from zistboom.admin.errors import ApiError, invalid_field, not_found
 from zistboom.admin.schemas import LicenceAction, LicenceCreate, LicencePatch, Timestamp
 from zistboom.licensing.service import LicensingError, apply, transition
 from zistboom.registry import models as m
+from zistboom.registry.db import utcnow
 from zistboom.text.digits import to_persian_digits
 
 router = APIRouter()
@@ -62,7 +63,8 @@ def _licensing_error(exc: LicensingError, *, refs_in_body: bool = False) -> ApiE
     status = 422 if refs_in_body and exc.http_status == 404 else exc.http_status
     field = {"unknown_operator": "operator_id", "unknown_service": "service_id", "unknown_cluster": "cluster_id",
              "unknown_province": "provinces", "no_province": "provinces", "invalid_validity": "valid_until",
-             "invalid_sla": "sla_target", "invalid_scope": "service_id/cluster_id"}.get(exc.code)
+             "invalid_sla": "sla_target", "invalid_scope": "service_id/cluster_id", "validity_over": "valid_until",
+             "invalid_evidence": "evidence", "evidence_too_large": "evidence"}.get(exc.code)
     return ApiError(status, exc.code, exc.message_fa, exc.message_en, {"field": field} if field else None)
 
 
@@ -139,6 +141,9 @@ def patch_licence(licence_id: LicenceId, body: LicencePatch, session: Session = 
         if valid_until <= valid_from:
             raise invalid_field("valid_until", "تاریخ پایان اعتبار باید پس از تاریخ شروع باشد.",
                                 "valid_until must be after valid_from.", code="invalid_validity")
+        if "valid_until" in changes and valid_until <= utcnow():
+            raise invalid_field("valid_until", "تاریخ پایان اعتبار گذشته است؛ باید در آینده باشد.",
+                                "valid_until is in the past; it must be in the future.", code="invalid_validity")
         changed: dict[str, Any] = {}
         if "provinces" in changes:
             codes = sorted(set(changes["provinces"]))
@@ -165,11 +170,18 @@ def patch_licence(licence_id: LicenceId, body: LicencePatch, session: Session = 
 
 @router.delete("/licences/{licence_id}", status_code=204, tags=["licences"])
 def delete_licence(licence_id: LicenceId, session: Session = Depends(get_session)) -> Response:
-    """Delete a pending or rejected application (with its history). Granted licences → 409: revoke them
-    instead, so their audit trail is kept."""
+    """Delete a pending or rejected application (with its history). Licences in force (active,
+    suspended) → 409 ``licence_in_force``: revoke them instead; revoked/expired ones → 409
+    ``licence_has_history`` (kept for the audit trail, nothing to do)."""
     with write_txn(session):
         lic = _licence(session, licence_id)
         if lic.status not in ("pending", "rejected"):
+            if lic.status in ("revoked", "expired"):
+                # already out of force: "revoke it instead" would be wrong advice
+                raise ApiError(409, "licence_has_history",
+                               f"مجوز {to_persian_digits(licence_id)} در وضعیت «{lic.status}» است و برای حفظ سابقهٔ ممیزی حذف نمی‌شود؛ این مجوز دیگر نافذ نیست و کاری لازم نیست.",
+                               f"Licence {licence_id} is {lic.status}; it is kept to preserve its audit trail and cannot be deleted. "
+                               "It is no longer in force, so nothing else is needed.")
             raise ApiError(409, "licence_in_force",
                            f"مجوز {to_persian_digits(licence_id)} در وضعیت «{lic.status}» است و حذف‌شدنی نیست؛ به‌جای حذف آن را لغو (revoke) کنید.",
                            f"Licence {licence_id} is {lic.status} and cannot be deleted; revoke it instead.")

@@ -37,15 +37,34 @@ def _operator(session: Session, operator_id: str) -> m.Operator:
 
 
 def check_url(field: str, value: str) -> str:
-    """An absolute http(s) URL with a host; 422 naming ``field`` otherwise."""
+    """An absolute ``http://`` URL with a host and no user-info; 422 naming ``field`` otherwise.
+
+    ``https://`` is refused (code ``tls_not_supported``): the gateway's upstream client speaks plain
+    HTTP only (operators are reached over the ministry's private network), and an https endpoint
+    would be dropped silently, leaving calls with a misleading 503 ``no_route``. ``user:pass@``
+    in a URL is refused too (credentials would be stored and logged in plain text).
+    """
     try:
         parts = urlsplit(value)
         port_ok = parts.port is None or 0 < parts.port < 65536
     except ValueError:
         parts, port_ok = None, False
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or " " in value:
-        raise invalid_field(field, f"«{value[:100]}» در فیلد «{field}» نشانی http یا https معتبری نیست.",
-                            f"{field}: {value[:100]!r} is not a valid http(s) URL.", code="invalid_url")
+    if parts is not None and parts.scheme.lower() == "https":
+        raise invalid_field(
+            field,
+            f"«{value[:100]}» در فیلد «{field}» نشانی https است؛ این نسخه از زیست‌بوم با اپراتورها TLS (https) "
+            "برقرار نمی‌کند — اپراتورها از راه شبکهٔ خصوصی وزارتخانه با http ساده در دسترس‌اند. نشانی http بدهید.",
+            f"{field}: {value[:100]!r} uses https; TLS to operators is not supported by this version "
+            "(operators are reached over the ministry's private network). Give an http:// URL.",
+            code="tls_not_supported")
+    if parts is not None and ("@" in parts.netloc or parts.username is not None):
+        raise invalid_field(
+            field,
+            f"نشانی در فیلد «{field}» نباید نام کاربری یا گذرواژه (user:pass@) داشته باشد.",
+            f"{field}: the URL must not contain user info (user:pass@host).", code="invalid_url")
+    if parts is None or parts.scheme != "http" or not parts.hostname or not port_ok or " " in value:
+        raise invalid_field(field, f"«{value[:100]}» در فیلد «{field}» نشانی http معتبری نیست.",
+                            f"{field}: {value[:100]!r} is not a valid http URL.", code="invalid_url")
     return value
 
 

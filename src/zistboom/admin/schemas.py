@@ -130,7 +130,7 @@ class OperatorCreate(Body):
     name_en: Text(200)
     national_id: Text(11, 11) = Field(description="11-digit legal-entity national id with its check digit")
     home_province: ProvinceCode
-    endpoints: list[Url] = Field(min_length=1, max_length=32, description="http(s) base URLs")
+    endpoints: list[Url] = Field(min_length=1, max_length=32, description="http:// base URLs (https is not supported: operators are reached over the private network)")
     health_url: Url
 
 

@@ -113,7 +113,7 @@ def parse_date_fa(text: str) -> datetime:
         ValueError: with a Persian message for anything else.
     """
     t = to_ascii_digits((text or "").strip()).replace("-", "/")
-    mt = re.fullmatch(r"(\d{4})/(\d{1,2})/(\d{1,2})", t)
+    mt = re.fullmatch(r"([0-9]{4})/([0-9]{1,2})/([0-9]{1,2})", t)
     if not mt:
         raise ValueError("تاریخ را به شکل «۱۴۰۵/۰۹/۱۵» (شمسی) بنویسید.")
     y, mo, d = (int(g) for g in mt.groups())
@@ -127,8 +127,72 @@ def parse_date_fa(text: str) -> datetime:
     return datetime(g.year, g.month, g.day, tzinfo=TEHRAN)
 
 
+MAX_DB_ID = 2**63 - 1
+
+
+def parse_id(raw: str | None) -> int | None:
+    """A database id typed in a URL: ASCII (or Persian/Arabic-Indic) digits only, 1..2**63-1
+    (SQLite INTEGER / PostgreSQL BIGINT). None for anything else (the caller answers 404) —
+    ``str.isdigit`` alone also accepts '²' and other digits ``int`` refuses, and an
+    unbounded ``int`` overflows the database driver."""
+    t = to_ascii_digits(raw or "")
+    if not re.fullmatch(r"[0-9]{1,19}", t, flags=re.ASCII):
+        return None
+    n = int(t)
+    return n if 1 <= n <= MAX_DB_ID else None
+
+
 def jalali_input(value: datetime) -> str:
     return format_jalali(value, with_time=False)
+
+
+HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+SAFE_METHODS = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ("" if value is None else str(value))
+
+
+def contract_header(contract: dict[str, Any] | None) -> dict[str, str]:
+    """``openapi``, title and version of a stored contract, "" for whatever is missing."""
+    doc = _obj(contract)
+    info = _obj(doc.get("info"))
+    return {"openapi": _text(doc.get("openapi")), "title": _text(info.get("x-title-fa") or info.get("title")),
+            "version": _text(info.get("version"))}
+
+
+def contract_operations(contract: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The operations of a stored OpenAPI document, flattened for the service page.
+
+    Every optional OpenAPI field (summary, operationId, parameters, requestBody, responses) may be
+    missing or of the wrong shape in an older stored contract; each becomes an empty value here so
+    the template never reads an attribute that is not there.
+    """
+    out: list[dict[str, Any]] = []
+    for path, item in _obj(_obj(contract).get("paths")).items():
+        for method, op in _obj(item).items():
+            if not isinstance(method, str) or method.lower() not in HTTP_METHODS:
+                continue
+            op = _obj(op)
+            params = [{"name": _text(p.get("name")), "in": _text(p.get("in")), "required": p.get("required") is True,
+                       "description": _text(p.get("description"))}
+                      for p in (op.get("parameters") if isinstance(op.get("parameters"), list) else [])
+                      if isinstance(p, dict)]
+            body = _obj(op.get("requestBody"))
+            responses = [(_text(code), _text(_obj(r).get("description"))) for code, r in _obj(op.get("responses")).items()]
+            idem = op.get("x-idempotent")
+            out.append({"method": method.upper(), "path": _text(path), "summary": _text(op.get("summary")),
+                        "operation_id": _text(op.get("operationId")), "parameters": params,
+                        "body_types": [_text(ct) for ct in _obj(body.get("content"))],
+                        "body_required": body.get("required") is True, "has_body": bool(body),
+                        "responses": responses,
+                        "idempotent": idem if isinstance(idem, bool) else method.upper() in SAFE_METHODS})
+    return out
 
 
 def _safe_next(target: str | None, default: str) -> str:
@@ -401,12 +465,9 @@ def make_router(session_factory, token_checker, settings=None, *, cookie_secure:
                 return not_found(request, sess, f"خدمتی با شناسهٔ «{service_id}» وجود ندارد.", "/")
             snap = data.snapshot(s)
             contract = next((c.openapi for c in svc.contracts if c.version == svc.current_contract_version), None)
-            ops = []
-            for path, item in ((contract or {}).get("paths") or {}).items():
-                for method, op in item.items():
-                    if method.lower() in {"get", "put", "post", "delete", "patch", "head", "options"}:
-                        ops.append({"method": method.upper(), "path": path, "op": op,
-                                    "idempotent": bool(op.get("x-idempotent", method.upper() in {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}))})
+            contract = contract if isinstance(contract, dict) else None
+            ops = contract_operations(contract)
+            contract_head = contract_header(contract)
             prov_codes = [sess.province] if sess.province else sorted(snap.provinces)
             per_prov = [{"p": snap.provinces[c], "ops": [snap.operators[o] for o in data.routable_operators(snap, svc.id, c, now)]}
                         for c in prov_codes]
@@ -431,7 +492,7 @@ def make_router(session_factory, token_checker, settings=None, *, cookie_secure:
             lics = (s.query(m.Licence).filter((m.Licence.service_id == svc.id) | (m.Licence.cluster_id == svc.cluster_id))
                     .order_by(m.Licence.id).all())
             return render(request, "service.html", {
-                "svc": svc, "contract": contract, "ops": ops, "per_prov": per_prov, "charts": charts_out,
+                "svc": svc, "contract": contract, "contract_head": contract_head, "ops": ops, "per_prov": per_prov, "charts": charts_out,
                 "incidents": incs, "licences": lics, "operators": snap.operators,
                 "has_incidents": data.has_incidents(s),
             }, sess=sess)
@@ -606,9 +667,9 @@ def make_router(session_factory, token_checker, settings=None, *, cookie_secure:
             return forbidden(request, sess, "توکن استانی فقط اجازهٔ دیدن دارد؛ برای تغییر مجوز با توکن مدیریتی وارد شوید.")
         if action not in UI_ACTIONS:
             return not_found(request, sess, f"اقدام «{action}» روی مجوز تعریف نشده است.", "/licences")
-        lid = to_ascii_digits(licence_id)
+        lid = parse_id(licence_id)
         with db() as s:
-            lic = s.get(m.Licence, int(lid)) if lid.isdigit() else None
+            lic = s.get(m.Licence, lid) if lid is not None else None
             if lic is None:
                 return not_found(request, sess, f"مجوز {fa(licence_id)} وجود ندارد (شاید حذف شده است).", "/licences")
             if action == "renew" and not valid_until:
@@ -638,9 +699,9 @@ def make_router(session_factory, token_checker, settings=None, *, cookie_secure:
             return forbidden(request, sess, "توکن استانی فقط اجازهٔ دیدن دارد؛ برای تغییر مجوز با توکن مدیریتی وارد شوید.")
         if action not in UI_ACTIONS:
             return not_found(request, sess, f"اقدام «{action}» روی مجوز تعریف نشده است.", "/licences")
-        lid = to_ascii_digits(licence_id)
+        lid = parse_id(licence_id)
         with db() as s:
-            lic = s.get(m.Licence, int(lid)) if lid.isdigit() else None
+            lic = s.get(m.Licence, lid) if lid is not None else None
             if lic is None:
                 return not_found(request, sess, f"مجوز {fa(licence_id)} وجود ندارد (شاید در این فاصله حذف شده است).", "/licences")
 
@@ -698,9 +759,9 @@ def make_router(session_factory, token_checker, settings=None, *, cookie_secure:
         return _incident(request, sess, incident_id, {"note_text": note, "note_state": to_state})
 
     def _incident(request: Request, sess: DashSession, incident_id: str, extra: dict[str, Any], status: int = 200) -> Response:
-        iid = to_ascii_digits(incident_id)
+        iid = parse_id(incident_id)
         with db() as s:
-            inc = data.get_incident(s, int(iid)) if iid.isdigit() else None
+            inc = data.get_incident(s, iid) if iid is not None else None
             if inc is None or (sess.province and inc.province != sess.province):
                 msg = (f"رخداد {fa(incident_id)} وجود ندارد." if data.has_incidents(s)
                        else "بخش پایش هنوز جدول رخدادها را ندارد؛ " + NO_DATA + ".")
@@ -732,12 +793,12 @@ def make_router(session_factory, token_checker, settings=None, *, cookie_secure:
             return _incident(request, sess, incident_id, {**extra, "error": "متن یادداشت را بنویسید (دست‌کم ۳ نویسه)."}, 422)
         if to_state and to_state not in INCIDENT_STATE_FA:
             return _incident(request, sess, incident_id, {**extra, "error": "وضعیت انتخاب‌شده معتبر نیست."}, 422)
-        iid = to_ascii_digits(incident_id)
+        iid = parse_id(incident_id)
         with db() as s:
-            if not iid.isdigit() or data.get_incident(s, int(iid)) is None:
+            if iid is None or data.get_incident(s, iid) is None:
                 return not_found(request, sess, f"رخداد {fa(incident_id)} وجود ندارد (شاید حذف شده است). متن شما: «{text}»", "/incidents")
             try:
-                data.add_incident_note(s, int(iid), author="dashboard:admin", text_fa=text, to_state=to_state or None)
+                data.add_incident_note(s, iid, author="dashboard:admin", text_fa=text, to_state=to_state or None)
                 s.commit()
             except data.NoteError as exc:
                 s.rollback()

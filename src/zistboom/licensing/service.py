@@ -18,6 +18,7 @@ evidence) and bumps the registry version so gateways reroute within their refres
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,7 @@ from sqlalchemy.orm import Session
 from zistboom.registry import models as m
 from zistboom.registry.db import utcnow
 from zistboom.registry.snapshot import bump_version
+from zistboom.text.digits import to_persian_digits
 
 TRANSITIONS: dict[str, dict[str, str]] = {
     "review": {"pending": "pending"},
@@ -61,6 +63,33 @@ class LicensingError(ValueError):
         self.http_status = http_status
 
 
+MAX_EVIDENCE_BYTES = 64 * 1024  # the audit trail keeps facts, not documents (attach those elsewhere)
+
+
+def check_evidence(evidence: Any) -> None:
+    """``evidence`` must be a JSON object of at most :data:`MAX_EVIDENCE_BYTES` (UTF-8, compact).
+
+    Raises:
+        LicensingError: ``invalid_evidence`` (422) or ``evidence_too_large`` (413).
+    """
+    if evidence is None:
+        return
+    try:
+        encoded = json.dumps(evidence, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise LicensingError("invalid_evidence", "شواهد باید یک شیء JSON معتبر باشد.",
+                             f"evidence must be a JSON object ({exc}).") from None
+    if not isinstance(evidence, dict):
+        raise LicensingError("invalid_evidence", "شواهد باید یک شیء JSON باشد.", "evidence must be a JSON object.")
+    if len(encoded) > MAX_EVIDENCE_BYTES:
+        raise LicensingError(
+            "evidence_too_large",
+            f"شواهد بزرگ‌تر از {to_persian_digits(MAX_EVIDENCE_BYTES // 1024)} کیلوبایت است؛ "
+            "خلاصهٔ آن را بفرستید و پرونده‌ها را جای دیگر نگه دارید.",
+            f"evidence is {len(encoded)} bytes of JSON; at most {MAX_EVIDENCE_BYTES} bytes are kept in the audit trail.",
+            413)
+
+
 def _record(session: Session, lic: m.Licence, action: str, before: str | None, actor: str,
             reason: str, evidence: dict[str, Any] | None, at: datetime | None = None) -> m.LicenceEvent:
     ev = m.LicenceEvent(
@@ -73,16 +102,18 @@ def _record(session: Session, lic: m.Licence, action: str, before: str | None, a
 
 def apply(session: Session, *, operator_id: str, service_id: str | None = None, cluster_id: str | None = None,
           provinces: Iterable[str], valid_from: datetime, valid_until: datetime, sla_target: float = 0.995,
-          actor: str, reason: str = "") -> m.Licence:
+          actor: str, reason: str = "", now: datetime | None = None) -> m.Licence:
     """File a licence application (status ``pending``) and audit it.
 
     Args:
         provinces: ISO 3166-2 codes the operator asks to serve (at least one).
-        valid_from / valid_until: aware datetimes; ``valid_until > valid_from``.
+        valid_from / valid_until: aware datetimes; ``valid_until > valid_from`` and
+            ``valid_until > now`` (a validity already over cannot be applied for).
         sla_target: contracted availability as a fraction in (0, 1).
     Raises:
         LicensingError: unknown operator/service/cluster/province (404/422), not exactly one of
-            service/cluster, bad validity window or SLA (422).
+            service/cluster, bad validity window (incl. one already over) or SLA (422).
+        now: the current time (default :func:`utcnow`; injectable for tests).
     """
     if (service_id is None) == (cluster_id is None):
         raise LicensingError("invalid_scope", "مجوز باید دقیقاً برای یک خدمت یا یک خوشه باشد.",
@@ -105,6 +136,9 @@ def apply(session: Session, *, operator_id: str, service_id: str | None = None, 
     if valid_from.tzinfo is None or valid_until.tzinfo is None or valid_until <= valid_from:
         raise LicensingError("invalid_validity", "تاریخ پایان اعتبار باید پس از تاریخ شروع باشد.",
                              "valid_until must be after valid_from (both with a time zone).")
+    if valid_until <= (now or utcnow()):
+        raise LicensingError("invalid_validity", "تاریخ پایان اعتبار گذشته است؛ مجوزی که اعتبارش تمام شده را نمی‌توان درخواست کرد.",
+                             "valid_until is in the past: a licence whose validity is already over cannot be applied for.")
     if not 0 < sla_target < 1:
         raise LicensingError("invalid_sla", "سطح توافق خدمت باید عددی بین ۰ و ۱ باشد.", "sla_target must be in (0, 1).")
     lic = m.Licence(operator_id=operator_id, service_id=service_id, cluster_id=cluster_id,
@@ -118,18 +152,24 @@ def apply(session: Session, *, operator_id: str, service_id: str | None = None, 
 
 
 def transition(session: Session, licence_id: int, action: str, *, actor: str, reason: str = "",
-               evidence: dict[str, Any] | None = None, valid_until: datetime | None = None) -> m.Licence:
+               evidence: dict[str, Any] | None = None, valid_until: datetime | None = None,
+               now: datetime | None = None) -> m.Licence:
     """Carry out ``action`` on a licence and audit it (see the module table).
 
     Args:
         action: one of ``review grant reject suspend reinstate revoke renew expire``.
-        valid_until: required for ``renew`` (must be later than the current ``valid_until``).
-        evidence: JSON-serialisable facts behind the action (e.g. measured availability for an SLA
-            sanction).
+        valid_until: required for ``renew`` (must be later than the current ``valid_until`` and
+            than ``now``).
+        now: the current time (default :func:`utcnow`; injectable for tests).
+        evidence: a JSON object of facts behind the action (e.g. measured availability for an SLA
+            sanction), at most :data:`MAX_EVIDENCE_BYTES` (64 KiB) encoded.
     Raises:
         LicensingError: unknown licence (404), action not allowed from the current status (409),
-            unknown action or bad renewal date (422).
+            ``grant`` of an application whose validity is already over (409 ``validity_over``:
+            renew or re-apply), unknown action, bad renewal date or evidence (422), evidence over
+            64 KiB (413).
     """
+    check_evidence(evidence)
     lic = session.get(m.Licence, licence_id)
     if lic is None:
         raise LicensingError("not_found", f"مجوز {licence_id} پیدا نشد.", f"Licence {licence_id} not found.", 404)
@@ -144,10 +184,19 @@ def transition(session: Session, licence_id: int, action: str, *, actor: str, re
             f"Cannot {action} a licence that is {lic.status}.", 409,
         )
     before = lic.status
+    now = now or utcnow()
+    if action == "grant" and lic.valid_until <= now:
+        raise LicensingError(
+            "validity_over",
+            "دورهٔ اعتبار این درخواست تمام شده است؛ نمی‌توان آن را اعطا کرد. درخواست را تمدید کنید یا درخواست تازه بدهید.",
+            "The validity period of this application is over; it cannot be granted. Renew it or apply again.", 409)
     if action == "renew":
         if valid_until is None or valid_until.tzinfo is None or valid_until <= lic.valid_until:
             raise LicensingError("invalid_validity", "تاریخ تمدید باید پس از پایان اعتبار فعلی باشد.",
                                  "Renewal needs a valid_until later than the current one.")
+        if valid_until <= now:
+            raise LicensingError("invalid_validity", "تاریخ تمدید گذشته است؛ پایان اعتبار تازه باید در آینده باشد.",
+                                 "Renewal needs a valid_until in the future.")
         lic.valid_until = valid_until
     lic.status = allowed[before]
     lic.updated_at = utcnow()
@@ -167,5 +216,5 @@ def expire_due(session: Session, now: datetime | None = None, actor: str = "syst
         select(m.Licence).where(m.Licence.status.in_(("active", "suspended")), m.Licence.valid_until <= now)
     ).all()
     for lic in due:
-        transition(session, lic.id, "expire", actor=actor, reason="validity period ended")
+        transition(session, lic.id, "expire", actor=actor, reason="validity period ended", now=now)
     return [lic.id for lic in due]

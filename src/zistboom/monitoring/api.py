@@ -6,7 +6,8 @@ Admin (``Depends(require_admin)``):
 * ``GET  /admin/v1/slo?service=&operator=`` — error budget (30 d) and burn rates, alerts, licence SLAs
 * ``GET  /admin/v1/incidents?state=&service=&province=&limit=`` — newest first
 * ``GET  /admin/v1/incidents/{id}`` — with notes
-* ``POST /admin/v1/incidents/{id}/notes`` ``{"text_fa", "text_en"?, "author"?}`` → 201
+* ``POST /admin/v1/incidents/{id}/notes`` ``{"text_fa", "text_en"?, "author"?}`` → 201 (the stored
+  author is the authenticated role, ``admin``; ``author`` is only a display name after it)
 * ``POST /admin/v1/incidents/{id}/state`` ``{"state", "note_fa"?, "note_en"?, "author"?}``
 
 Public, read-only (no auth) — what a citizen-facing status page shows:
@@ -20,6 +21,7 @@ not allowed), 422 (bad window, bad field, malformed JSON).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -73,7 +75,8 @@ def make_router(session_factory: sessionmaker[Session], require_admin: Callable[
             raise _Bad(_err(404, "unknown_province", f"استان «{province}» پیدا نشد.", f"Province {province!r} not found."))
 
     def incident_id(raw: str) -> int:
-        if not raw.isdigit() or len(raw) > 12:
+        # ASCII digits only: str.isdigit() also accepts '²', which int() refuses (a 500)
+        if not re.fullmatch(r"[0-9]{1,12}", raw, flags=re.ASCII) or int(raw) == 0:
             raise _Bad(_err(404, "not_found", f"رخداد «{raw}» پیدا نشد.", f"Incident {raw!r} not found."))
         return int(raw)
 
@@ -90,9 +93,15 @@ def make_router(session_factory: sessionmaker[Session], require_admin: Callable[
         return body
 
     def author_of(request: Request, body: dict[str, Any]) -> str:
+        """The note's author is the authenticated role (``admin``), never free text: an optional
+        ``author`` display name is kept after it (``admin: کشیک``) so a note cannot pass itself off
+        as written by ``monitoring`` or anyone else."""
         role = getattr(request.state, "role", None)
-        who = body.get("author") or getattr(role, "name", None) or "admin"
-        return str(who)[:100]
+        who = str(getattr(role, "kind", None) or "admin")
+        if getattr(role, "province", None):
+            who += f"@{role.province}"
+        name = " ".join(str(body.get("author") or "").split())
+        return (f"{who}: {name}" if name else who)[:100]
 
     def guarded(fn):
         async def wrapper(*args, **kwargs):
