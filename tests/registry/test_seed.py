@@ -48,3 +48,11 @@ def test_company_national_id_check_digit():
     assert is_valid_company_national_id("۱۰۳۸۰۲۸۴۷۹۰")  # Persian digits accepted
     for bad in ("10380284791", "1038028479", "abcdefghijk", "", "10300000000"):
         assert not is_valid_company_national_id(bad)
+
+
+def test_snapshot_skips_malformed_stored_contract_entries():
+    from zistboom.registry.snapshot import _operations
+
+    ops = _operations({"paths": {"/y": "junk", "/x": {"get": "bad", "post": {"operationId": "p"}}, 7: {}}})
+    assert [(o.method, o.path, o.idempotent) for o in ops] == [("POST", "/x", False)]
+    assert _operations(None) == () and _operations({"paths": []}) == ()

@@ -28,6 +28,8 @@ from types import ModuleType
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.staticfiles import StaticFiles
 
 from zistboom.admin import routes_catalog, routes_clients, routes_licences, routes_operators
 from zistboom.admin.auth import TokenChecker
@@ -120,6 +122,24 @@ class BodySizeLimit:
         return await self.app(scope, limited_receive, send)
 
 
+def _mount_offline_docs(app: FastAPI) -> None:
+    """Swagger UI at ``/admin/docs`` with its JavaScript and CSS from the ``swagger-ui-bundle``
+    package (FastAPI's default loads them from a public CDN, which a ministry network may not
+    reach)."""
+    import swagger_ui_bundle
+
+    app.mount("/admin/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+
+    @app.get("/admin/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(
+            openapi_url=f"{API_PREFIX}/openapi.json", title="zistboom admin API",
+            swagger_js_url="/admin/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/admin/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/admin/docs-assets/favicon-32x32.png",
+        )
+
+
 def create_admin_app(db_url: str, *, var_dir: Path | None = None) -> FastAPI:
     """Build the admin app for the database at ``db_url``.
 
@@ -148,10 +168,11 @@ def create_admin_app(db_url: str, *, var_dir: Path | None = None) -> FastAPI:
         "Send `Authorization: Bearer <token>`.",
         version="1",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url="/admin/docs",
+        docs_url=None,  # served below from the swagger-ui-bundle package: no CDN, works offline
         redoc_url=None,
         lifespan=lifespan,
     )
+    _mount_offline_docs(app)
     app.add_middleware(BodySizeLimit)
     app.state.engine = engine
     app.state.session_factory = session_factory

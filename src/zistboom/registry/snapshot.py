@@ -131,9 +131,12 @@ def bump_version(session: Session) -> int:
 
 def _operations(contract: dict | None) -> tuple[Operation, ...]:
     ops: list[Operation] = []
-    for path, item in ((contract or {}).get("paths") or {}).items():
+    paths = (contract or {}).get("paths") if isinstance(contract, dict) else None
+    for path, item in (paths.items() if isinstance(paths, dict) else ()):
+        if not isinstance(path, str) or not isinstance(item, dict):
+            continue  # a malformed entry stored before validation was strict: not routable
         for method, op in item.items():
-            if method.lower() not in {"get", "put", "post", "delete", "patch", "head", "options"}:
+            if method.lower() not in {"get", "put", "post", "delete", "patch", "head", "options"} or not isinstance(op, dict):
                 continue
             ops.append(
                 Operation(
