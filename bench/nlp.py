@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import socket
-import statistics
 import sys
 import tempfile
 import threading

@@ -15,7 +15,7 @@ import jdatetime
 import pytest
 from sqlalchemy import select
 
-from dashboard_support import dash_app, serve
+from dashboard_support import dash_app, serve  # noqa: F401 - dash_app is a fixture
 from zistboom.dashboard import charts
 from zistboom.dashboard.app import parse_date_fa, static_dir
 from zistboom.dashboard.session import COOKIE_NAME, SessionSigner

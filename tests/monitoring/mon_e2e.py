@@ -3,8 +3,6 @@ the gateway under uvicorn, all on 127.0.0.1 ephemeral ports."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import threading
 import time
 

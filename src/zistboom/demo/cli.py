@@ -8,7 +8,6 @@ import json
 import signal
 import sys
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 
@@ -155,7 +154,7 @@ def cmd_run(args) -> int:
 
     from zistboom.admin.auth import load_or_create_admin_token
     from zistboom.config import get_settings
-    from zistboom.demo.processes import ProcessGroup, port_free, wait_http_ok
+    from zistboom.demo.processes import ProcessGroup, port_free
     from zistboom.demo.traffic import drive, percentile
     from zistboom.registry.catalog import SharedDataMissing
     from zistboom.registry.db import make_engine, make_sessionmaker, session_scope

@@ -271,7 +271,6 @@ class ExchangeLogStore:
         stack: list[bytes] = []
         size = 0
         expected_seq = 0
-        min_node_size = 1 << NODE_MIN_LEVEL
         dumps = orjson.dumps
         cp_sizes = set(checkpoints)
         sql = f"SELECT seq, record, leaf_hash, request_id, client_id, time_us, kind FROM {R} ORDER BY seq"
