@@ -37,6 +37,28 @@ def _pg_schema_url(base: str, schema: str) -> str:
     return f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
 
 
+def _pg_private_schema(base_url: str, *, required: bool):
+    """Yield the URL of a migrated private schema on the PostgreSQL server at ``base_url``; drop it
+    afterwards. Unreachable server: fail when ``required`` (or in CI), else skip."""
+    schema = f"zbt_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base_url, connect_args={"connect_timeout": 3})
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:  # pragma: no cover - environment problem
+        if required or os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL at {base_url} is unreachable: {exc}")
+        pytest.skip(f"PostgreSQL at {base_url} is unreachable (set ZISTBOOM_TEST_POSTGRES_URL)")
+    url = _pg_schema_url(base_url, schema)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
 @pytest.fixture
 def db_url(tmp_path):
     """URL of a freshly migrated, empty database (SQLite file, or a private PostgreSQL schema)."""
@@ -45,21 +67,24 @@ def db_url(tmp_path):
         upgrade(url)
         yield url
         return
-    schema = f"zbt_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
-    try:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.OperationalError as exc:  # pragma: no cover - environment problem
-        pytest.fail(f"PostgreSQL at ZISTBOOM_TEST_DATABASE_URL is unreachable: {exc}")
-    url = _pg_schema_url(PG_URL, schema)
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+    yield from _pg_private_schema(PG_URL, required=True)
+
+
+@pytest.fixture
+def pg_db_url():
+    """A migrated private PostgreSQL schema whatever database the suite runs on, for tests about
+    PostgreSQL itself: ``ZISTBOOM_TEST_DATABASE_URL``, else ``ZISTBOOM_TEST_POSTGRES_URL``, else
+    the local server (postgres@127.0.0.1:5432/test). Unreachable: fails in CI, skips elsewhere."""
+    base = PG_URL or os.environ.get("ZISTBOOM_TEST_POSTGRES_URL") or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    yield from _pg_private_schema(base, required=bool(PG_URL))
+
+
+@pytest.fixture
+def sqlite_db_url(tmp_path):
+    """A migrated SQLite file whatever database the suite runs on, for tests about SQLite itself."""
+    url = f"sqlite:///{tmp_path / 'sqlite-only.db'}"
+    upgrade(url)
+    return url
 
 
 @pytest.fixture

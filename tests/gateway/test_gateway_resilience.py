@@ -184,34 +184,43 @@ def test_refresh_after_licence_suspended(registry, operators, gateway):
     assert httpx.get(url, headers=KEY).headers["x-zistboom-operator"] == "a"
 
 
-def test_keeps_serving_when_sqlite_file_removed(registry, operators, gateway, gw_db_url):
-    if not gw_db_url.startswith("sqlite"):
-        pytest.skip("SQLite-specific")
-    a, b = two_operators(registry, operators)
-    gw = gateway(cfg())
+def test_keeps_serving_when_sqlite_file_removed(operators, sqlite_db_url):
+    from gwutil import Registry
+
+    registry = Registry(sqlite_db_url)
+    registry.base()
+    registry.client("app1", "key-app1-secret")
+    two_operators(registry, operators)
     registry.close()
-    path = Path(gw_db_url[len("sqlite:///"):])
-    for p in (path, Path(str(path) + "-wal"), Path(str(path) + "-shm")):
-        if p.exists():
-            os.remove(p)
-    deadline = time.monotonic() + 5
-    while gw.app.last_refresh_error is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert gw.app.last_refresh_error  # the poller noticed
-    assert not path.exists()  # and did not create an empty database in its place
-    for _ in range(5):
-        assert httpx.get(gw.url + "/v1/services/fines/fines/1", headers=KEY).status_code == 200
-    h = httpx.get(gw.url + "/healthz").json()
-    assert h["route_table"]["version"] >= 1 and h["refresh_error"]
+    gw = GatewayServer(create_gateway(sqlite_db_url, config=cfg())).start()
+    try:
+        path = Path(sqlite_db_url[len("sqlite:///"):])
+        for p in (path, Path(str(path) + "-wal"), Path(str(path) + "-shm")):
+            if p.exists():
+                os.remove(p)
+        deadline = time.monotonic() + 5
+        while gw.app.last_refresh_error is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gw.app.last_refresh_error  # the poller noticed
+        assert not path.exists()  # and did not create an empty database in its place
+        for _ in range(5):
+            assert httpx.get(gw.url + "/v1/services/fines/fines/1", headers=KEY).status_code == 200
+        h = httpx.get(gw.url + "/healthz").json()
+        assert h["route_table"]["version"] >= 1 and h["refresh_error"]
+    finally:
+        gw.stop()
 
 
-def test_keeps_serving_when_postgres_unreachable(registry, operators, gw_db_url):
-    if not gw_db_url.startswith("postgresql"):
-        pytest.skip("needs ZISTBOOM_TEST_DATABASE_URL (PostgreSQL)")
+def test_keeps_serving_when_postgres_unreachable(operators, pg_db_url):
+    from gwutil import Registry
     from sqlalchemy.engine import make_url
 
+    registry = Registry(pg_db_url)
+    registry.base()
+    registry.client("app1", "key-app1-secret")
     a, b = two_operators(registry, operators)
-    u = make_url(gw_db_url)
+    registry.close()
+    u = make_url(pg_db_url)
     lt = LoopThread()
     relay = TcpRelay(lt, u.host or "127.0.0.1", u.port or 5432)
     relayed = u.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
