@@ -9,7 +9,7 @@ from zistboom.gateway.config import GatewayConfig
 
 
 def test_load_sinks_passes_probe_interval_to_monitoring_only(gw_db_url, tmp_path):
-    pytest.importorskip("zistboom.monitoring.sink")
+    import zistboom.monitoring.sink  # noqa: F401 - the sink this test wires
     from zistboom.config import Settings
 
     sinks = load_sinks(gw_db_url, Settings(var_dir=tmp_path), GatewayConfig(health_interval=2.5))

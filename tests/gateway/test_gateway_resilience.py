@@ -10,7 +10,6 @@ from pathlib import Path
 
 import aiohttp
 import httpx
-import pytest
 from gwutil import GatewayServer, LoopThread, TcpRelay
 
 from zistboom.gateway.app import create_gateway

@@ -25,7 +25,7 @@ from zistboom.monitoring.sink import make_sink
 from zistboom.registry import models as m
 from zistboom.registry.snapshot import current_version
 
-gateway_app = pytest.importorskip("zistboom.gateway.app")
+import zistboom.gateway.app as gateway_app  # noqa: E402
 from zistboom.gateway.config import GatewayConfig  # noqa: E402
 
 PROBE = 1.0  # probe interval (s)
