@@ -3,7 +3,8 @@ side by side, for
 
 * ``direct``  — straight to one operator (the upper bound),
 * ``gateway`` — through the zistboom gateway (auth + access check + contract match + routing on,
-  one uvicorn worker on uvloop/httptools, no sinks),
+  its own server — :mod:`zistboom.gateway.server` — on uvloop/httptools, one process, no sinks),
+* ``gw-uvicorn`` — with ``--uvicorn`` only: the same gateway app under uvicorn's httptools protocol,
 * ``nginx``   — through Debian's nginx as a plain reverse proxy (one worker, upstream keep-alive),
   skipped with a note when nginx is not installed,
 * ``gw+redis`` — with ``--redis URL`` only: the gateway with the client rate limit shared through
@@ -142,19 +143,24 @@ def make_registry(db_url: str, operator_url: str) -> None:
 
 
 GATEWAY_RUNNER = textwrap.dedent('''
-    import sys, uvicorn
+    import sys
     sys.path.insert(0, sys.argv[3])
     from zistboom.gateway.app import create_gateway
     from zistboom.gateway.config import GatewayConfig
-    # rate limiting stays on, with a bucket the benchmark cannot empty; argv[4]: optional shared Redis
-    redis_url = sys.argv[4] if len(sys.argv) > 4 else None
+    # rate limiting stays on, with a bucket the benchmark cannot empty; argv[4]: server ("own" or
+    # "uvicorn"); argv[5]: optional shared Redis
+    redis_url = sys.argv[5] if len(sys.argv) > 5 else None
     cfg = GatewayConfig(client_rate=1e7, client_burst=1e7, redis_url=redis_url,
                         redis_prefix=f"zistboom:bench:{sys.argv[2]}:")
-    from zistboom.gateway.server import server_options
-
-    uvicorn.run(create_gateway(sys.argv[1], config=cfg), host="127.0.0.1", port=int(sys.argv[2]), loop="uvloop",
-                access_log=False, lifespan="on", proxy_headers=False, server_header=False,
-                log_level="warning", **server_options(cfg))
+    app = create_gateway(sys.argv[1], config=cfg)
+    if sys.argv[4] == "uvicorn":  # the same app under uvicorn's httptools protocol, for comparison
+        import uvicorn
+        uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), loop="uvloop", http="httptools",
+                    access_log=False, lifespan="on", proxy_headers=False, server_header=False,
+                    log_level="warning", timeout_keep_alive=cfg.keep_alive_timeout)
+    else:
+        from zistboom.gateway.server import GatewayServer
+        GatewayServer(app, "127.0.0.1", int(sys.argv[2]), config=cfg).run()
 ''')
 
 # ------------------------------------------------------------------------------ load
@@ -254,6 +260,9 @@ def main() -> int:
                          "(damps noise from other work on the machine; default 3)")
     ap.add_argument("--redis", default=None, metavar="URL",
                     help="also measure a gateway whose rate limits are shared through this Redis (e.g. redis://127.0.0.1:6379/0)")
+    ap.add_argument("--uvicorn", action="store_true",
+                    help="also measure the same gateway app under uvicorn's httptools protocol (the server it "
+                         "had before zistboom.gateway.server)")
     args = ap.parse_args()
     conn_levels = [int(x) for x in args.connections.split(",")]
     global USE_WRK
@@ -276,13 +285,20 @@ def main() -> int:
         db_url = f"sqlite:///{work / 'registry.db'}"
         make_registry(db_url, op_url)
         gw_port = free_port()
-        procs.append(subprocess.Popen([PY, "-c", GATEWAY_RUNNER, db_url, str(gw_port), str(ROOT / "src")]))
+        procs.append(subprocess.Popen([PY, "-c", GATEWAY_RUNNER, db_url, str(gw_port), str(ROOT / "src"), "own"]))
         wait_port(gw_port)
         targets = {"direct": op_port, "gateway": gw_port}
         pids = {"gateway": procs[-1].pid}
+        if args.uvicorn:
+            gu_port = free_port()
+            procs.append(subprocess.Popen([PY, "-c", GATEWAY_RUNNER, db_url, str(gu_port), str(ROOT / "src"), "uvicorn"]))
+            wait_port(gu_port)
+            targets["gw-uvicorn"] = gu_port
+            pids["gw-uvicorn"] = procs[-1].pid
         if args.redis:
             gr_port = free_port()
-            procs.append(subprocess.Popen([PY, "-c", GATEWAY_RUNNER, db_url, str(gr_port), str(ROOT / "src"), args.redis]))
+            procs.append(subprocess.Popen([PY, "-c", GATEWAY_RUNNER, db_url, str(gr_port), str(ROOT / "src"), "own",
+                                           args.redis]))
             wait_port(gr_port)
             targets["gw+redis"] = gr_port
             pids["gw+redis"] = procs[-1].pid
@@ -335,7 +351,9 @@ def main() -> int:
             for c in conn_levels:
                 g, n = results[("gateway", c)]["cpu_us"], results[("nginx", c)]["cpu_us"]
                 if g and n:
-                    print(f"  @{c:<4} gateway {g:7.1f}   nginx {n:6.1f}   nginx/gateway {n / g:5.2f}")
+                    u = results.get(("gw-uvicorn", c), {}).get("cpu_us")
+                    print(f"  @{c:<4} gateway {g:7.1f}   nginx {n:6.1f}   nginx/gateway {n / g:5.2f}"
+                          + (f"   gw-uvicorn {u:7.1f}" if u else ""))
         print("\nall rounds (req/s):")
         for (n, c), r in results.items():
             print(f"  {n:>8} @{c:<4} {r['all_rps']}")

@@ -43,6 +43,32 @@ def dash_app(db_url: str, var_dir: Path) -> tuple[FastAPI, TokenChecker]:
 
 
 @contextlib.contextmanager
+def serve_gateway(app):
+    """Run the gateway app on its own server (:class:`zistboom.gateway.server.GatewayServer`) on
+    127.0.0.1:<ephemeral>; yields ``http://127.0.0.1:port``."""
+    from zistboom.gateway.server import GatewayServer
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = GatewayServer(app, "127.0.0.1", port, loop="asyncio")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("gateway did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@contextlib.contextmanager
 def serve(app, *, lifespan: str = "auto"):
     """Run ``app`` under uvicorn on 127.0.0.1:<ephemeral>; yields ``http://127.0.0.1:port``."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -3,7 +3,7 @@ see the request go to another licensed operator.
 
 Stack, all on 127.0.0.1 ephemeral ports: the seeded registry (SQLite file), two demo operators
 (``zistboom.demo.operator_server``) licensed for the transport cluster in Gilan (IR-01), the gateway
-(``zistboom.gateway.app.create_gateway`` under uvicorn) and the dashboard under uvicorn.
+(``zistboom.gateway.app.create_gateway`` on its own server) and the dashboard under uvicorn.
 Gilan Pardaz is based in Gilan, so the gateway prefers it for a Gilan caller; Khorasan Shabakeh is
 licensed nationally and takes over once Gilan Pardaz's licence is suspended.
 """
@@ -15,7 +15,7 @@ import time
 import httpx
 from sqlalchemy import select
 
-from dashboard_support import dash_app, operator_servers, point_operators_at, serve
+from dashboard_support import dash_app, operator_servers, point_operators_at, serve, serve_gateway
 
 SERVICE = "transport.traffic-fines"
 CLIENT = "bank-melli-rasht"  # a Gilan (IR-01) client system
@@ -38,7 +38,7 @@ def test_suspend_in_ui_reroutes_gateway(db_url, seeded_keys, tmp_path, page_fact
         point_operators_at(db_url, urls)
         gw_app = gateway_app.create_gateway(db_url, sinks=[], config=GatewayConfig(refresh_interval=0.5))
         app, checker = dash_app(db_url, tmp_path / "var")
-        with serve(gw_app, lifespan="on") as gw, serve(app) as dash_url:
+        with serve_gateway(gw_app) as gw, serve(app) as dash_url:
             key = seeded_keys[CLIENT]
             assert _operator_of(gw, key) == "gilan-pardaz"  # own province first
 

@@ -1,5 +1,5 @@
 """A real gateway for the exchange-log tests and bench: registry rows, an aiohttp operator on
-127.0.0.1, the gateway under uvicorn (in a thread, or in a subprocess via ``python gwharness.py``).
+127.0.0.1, the gateway on its own server (in a thread, or in a subprocess via ``python gwharness.py``).
 
 Importable as ``gwharness`` from tests (pytest puts this folder on ``sys.path``) and from
 bench/exchange_log.py.
@@ -113,19 +113,15 @@ def make_app(db_url: str, var_dir: Path | None, log_overrides: dict | None = Non
 
 
 class GatewayThread:
-    """The gateway under real uvicorn (httptools) in a thread of this process."""
+    """The gateway on its real server (httptools) in a thread of this process."""
 
     def __init__(self, app, port: int | None = None):
-        import uvicorn
+        from zistboom.gateway.server import GatewayServer
 
         self.app = app
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        from zistboom.gateway.server import server_options
-
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, loop="asyncio",
-                                                    lifespan="on", access_log=False, log_level="warning",
-                                                    **server_options(app.config)))
+        self.server = GatewayServer(app, "127.0.0.1", self.port, loop="asyncio")
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> GatewayThread:
@@ -208,7 +204,6 @@ def _main() -> None:
         app.router.add_route("*", "/{tail:.*}", handle)
         web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
         return
-    import uvicorn
 
     if args.var_dir == "null":  # sinks on but doing nothing: the gateway's own cost of having a sink
         from zistboom.gateway.app import create_gateway
@@ -223,10 +218,9 @@ def _main() -> None:
         app = create_gateway(args.db_url, sinks=[NullSink()], config=gateway_config())
     else:
         app, _ = make_app(args.db_url, None if args.var_dir == "-" else Path(args.var_dir))
-    from zistboom.gateway.server import server_options
+    from zistboom.gateway.server import GatewayServer
 
-    uvicorn.run(app, host="127.0.0.1", port=args.port, loop="asyncio", lifespan="on",
-                access_log=False, log_level="warning", **server_options(app.config))
+    GatewayServer(app, "127.0.0.1", args.port, loop="asyncio").run()
 
 
 if __name__ == "__main__":

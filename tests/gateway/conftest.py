@@ -1,5 +1,5 @@
 """Fixtures for gateway tests: a registry database, real aiohttp operators on 127.0.0.1 and the
-gateway under real uvicorn, each on an ephemeral port in its own thread and event loop."""
+gateway on its real server, each on an ephemeral port in its own thread and event loop."""
 
 from __future__ import annotations
 

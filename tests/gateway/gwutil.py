@@ -7,12 +7,11 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
-import uvicorn
 from aiohttp import web
 
 from tests.support import LoopThread, free_port  # noqa: F401 - re-exported for the gateway tests
 from zistboom.gateway.app import Gateway
-from zistboom.gateway.server import server_options
+from zistboom.gateway.server import GatewayServer as _Server
 from zistboom.registry import models as m
 from zistboom.registry.db import make_engine, make_sessionmaker, session_scope
 from zistboom.registry.snapshot import bump_version, hash_api_key
@@ -164,16 +163,13 @@ class Operator:
 
 
 class GatewayServer:
-    """The gateway under real uvicorn (the gateway's httptools protocol, lifespan on) in its own thread."""
+    """The gateway on its real server (:class:`zistboom.gateway.server.GatewayServer`) in its own thread."""
 
     def __init__(self, app: Gateway):
         self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cfg = uvicorn.Config(app, host="127.0.0.1", port=self.port, loop="asyncio",
-                             lifespan="on", access_log=False, log_level="warning",
-                             proxy_headers=False, **server_options(app.config))
-        self.server = uvicorn.Server(cfg)
+        self.server = _Server(app, "127.0.0.1", self.port, loop="asyncio")
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> "GatewayServer":

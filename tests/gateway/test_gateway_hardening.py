@@ -1,4 +1,4 @@
-"""Security hardening of the gateway, against the real gateway under uvicorn on real sockets:
+"""Security hardening of the gateway, against the real gateway on its own server on real sockets:
 request-head size limit (431) and head timeout (slowloris), linear operation matching (no ReDoS),
 the caller's province in the Idempotency-Key fingerprint, duplicate Idempotency-Key headers,
 receipts errors in the gateway's format, and X-Forwarded-For hygiene."""

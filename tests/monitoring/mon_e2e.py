@@ -1,12 +1,11 @@
 """Real HTTP pieces for the monitoring end-to-end tests: operators (aiohttp) in a loop thread and
-the gateway under uvicorn, all on 127.0.0.1 ephemeral ports."""
+the gateway on its own server, all on 127.0.0.1 ephemeral ports."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-import uvicorn
 from aiohttp import web
 
 from tests.support import LoopThread, free_port  # noqa: F401 - re-exported
@@ -53,17 +52,15 @@ class OperatorServer:
 
 
 class GatewayServer:
-    """The gateway app under real uvicorn (lifespan on) in its own thread."""
+    """The gateway app on its real server in its own thread."""
 
     def __init__(self, app):
         self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        from zistboom.gateway.server import server_options
+        from zistboom.gateway.server import GatewayServer as _Server
 
-        cfg = uvicorn.Config(app, host="127.0.0.1", port=self.port, loop="asyncio", lifespan="on",
-                             access_log=False, log_level="warning", **server_options(app.config))
-        self.server = uvicorn.Server(cfg)
+        self.server = _Server(app, "127.0.0.1", self.port, loop="asyncio")
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> GatewayServer:

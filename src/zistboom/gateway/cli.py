@@ -1,5 +1,5 @@
-"""``zistboom gateway``: run the data-plane gateway under uvicorn (uvloop, httptools with a request-head
-size limit and timeout — :mod:`zistboom.gateway.server` — no access log).
+"""``zistboom gateway``: run the data-plane gateway on its own HTTP/1.1 server (uvloop, httptools, with
+request-head and body limits — :mod:`zistboom.gateway.server` — no access log).
 
 Sinks are attached when their parts are installed: ``zistboom.exchange_log.sink.make_sink`` and
 ``zistboom.monitoring.sink.make_sink`` (each ``make_sink(db_url, settings) -> ExchangeSink``). A part
@@ -60,12 +60,10 @@ def _warm_front_door() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from zistboom.config import get_settings
     from zistboom.gateway.app import create_gateway
     from zistboom.gateway.config import GatewayConfig
-    from zistboom.gateway.server import server_options
+    from zistboom.gateway.server import GatewayServer
 
     settings = get_settings()
     db_url = args.database_url or settings.resolved_database_url()
@@ -74,10 +72,8 @@ def _run(args: argparse.Namespace) -> int:
     app = create_gateway(db_url, sinks=load_sinks(db_url, settings, config), config=config)
     if not args.no_warm:
         threading.Thread(target=_warm_front_door, name="zistboom-warm-front-door", daemon=True).start()
-    # httptools with a request-head size limit and timeout (see zistboom.gateway.server)
-    uvicorn.run(app, host=args.host or settings.gateway_host, port=args.port or settings.gateway_port,
-                loop="uvloop", access_log=False, lifespan="on", proxy_headers=False,
-                server_header=False, log_level=args.log_level, **server_options(config))
+    logging.getLogger("zistboom").setLevel(args.log_level.upper())
+    GatewayServer(app, args.host or settings.gateway_host, args.port or settings.gateway_port, config=config).run()
     return 0
 
 
