@@ -120,3 +120,39 @@ def test_migration_matches_models(log_db_url):
                        for x in (d if isinstance(d, tuple) else d[0])[1:2])]
     eng.dispose()
     assert diff == []
+
+
+# ------------------------------------------------------------------------------ digest fast path
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_NAMES = st.sampled_from([b"content-type", b"Content-Type", b"X-Request-Id", b"x-request-id", b"idempotency-key",
+                          b"IDEMPOTENCY-KEY", b"content-encoding", b"server", b"x-api-key", b"content-length",
+                          b"x-request-ix"])
+_VALUES = st.binary(max_size=12) | st.sampled_from([b" application/json ", b"\xa0x\xa0", b"a\x85", b"\tb\x0b"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(_NAMES, _VALUES), max_size=8))
+def test_header_lines_fast_path_equals_reference(headers):
+    """The gateway's fast header-lines encoding gives exactly the reference canonical bytes, for
+    any mix of names (any case), values with non-ASCII / Unicode-whitespace bytes, and repeats."""
+    from zistboom.exchange_log.digest import _header_lines, _header_lines_reference
+
+    assert _header_lines(headers) == _header_lines_reference(headers)
+    as_str = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
+    assert _header_lines(as_str) == _header_lines_reference(as_str)
+
+
+def test_digests_are_sha256_of_the_documented_canonical_form():
+    import hashlib
+
+    from zistboom.exchange_log.digest import request_digest, response_digest
+
+    hs = [(b"Content-Type", b" application/json "), (b"x-request-id", b"r-1"), ("content-encoding", "gzip"),
+          (b"x-api-key", b"secret")]
+    lines = b"content-encoding:gzip\ncontent-type:application/json\nx-request-id:r-1\n"
+    assert request_digest("post", "/a/ب", hs, b"{}") == hashlib.sha256(
+        b"REQ\nPOST\n/a/" + "ب".encode() + b"\n" + lines + b"\n{}").hexdigest()
+    assert response_digest(201, hs, b"ok") == hashlib.sha256(b"RES\n201\n" + lines + b"\nok").hexdigest()
