@@ -4,9 +4,10 @@
    batched INSERT, signed tree head every ``--sth-every`` records) with the process pinned to one
    core; plus the Ed25519 tree-head signing rate and the encode+hash-only rate.
 2. Verify: seconds to verify the whole store of ``--records`` records (default 1,000,000).
-3. Gateway: requests/s through the real gateway (subprocess, uvicorn + httptools) with the exchange
-   log on and off, measured side by side in alternating rounds (operator and load generator in their
-   own processes), median of ``--rounds`` rounds each.
+3. Gateway: requests/s through the real gateway (subprocess, its own server on uvloop/httptools)
+   with the exchange log off, on a do-nothing sink and on, side by side in alternating rounds
+   (wrk and an nginx operator in their own processes, as in ``bench/gateway.py``), median of
+   ``--rounds`` rounds each; CPU per request of the gateway and of the writer process.
 
 Targets from the issue: >= 20,000 records/s; 1M-record verify <= 10 s; logging costs <= 10 % of
 gateway throughput.
@@ -17,8 +18,8 @@ Run: ``.venv/bin/python bench/exchange_log.py`` (``--quick`` for a short run, ``
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -159,42 +160,96 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _children_cpu_s(pid: int) -> float:
+    """user + system CPU seconds of the direct children of ``pid`` (the log writer process)."""
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _stored_records(url: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as c:
+        return c.execute("SELECT count(*) FROM exchange_log_records").fetchone()[0]
+
+
 def bench_gateway(tmp: Path, seconds: float, rounds: int, concurrency: int) -> dict:
+    """Gateway req/s with the exchange log off / on a do-nothing sink ("null") / on, side by side in
+    alternating rounds. Load and operator as in ``bench/gateway.py``: wrk (1 thread) and an nginx
+    ``return 200`` operator when installed (else the Python loader and an aiohttp operator), so the
+    gateway, not the load generator, is the bottleneck. CPU is read from /proc for the gateway
+    process and, separately, for its writer child process."""
+    import importlib.util
+
     import gwharness as h
 
+    spec = importlib.util.spec_from_file_location("bench_gateway_mod", REPO / "bench" / "gateway.py")
+    gb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gb)
     url = migrated_sqlite(tmp / "gw")
     op_port = h.free_port()
-    op = _spawn(["operator", str(op_port)])
-    time.sleep(1.0)
+    if shutil.which("nginx"):
+        op = gb.start_nginx(gb.nginx_conf(tmp, "operator", f"""
+            listen 127.0.0.1:{op_port} backlog=4096;
+            location / {{ default_type application/json; return 200 '{gb.BODY}'; }}"""), tmp, "operator")
+        kind = "nginx return-200 operator"
+    else:
+        op = _spawn(["operator", str(op_port)])
+        kind = "aiohttp operator (nginx not installed)"
+    gb.wait_port(op_port)
+    print(f"  operator: {kind}; load: {'wrk, 1 thread' if gb.USE_WRK else 'python loader (wrk not installed)'}; "
+          f"load average before: {os.getloadavg()[0]:.2f}")
     h.seed_registry(url, f"http://127.0.0.1:{op_port}")
-    res: dict[str, list[float]] = {"off": [], "null": [], "on": []}
-    cpu: dict[str, list[float]] = {"off": [], "null": [], "on": []}
+    modes = ("off", "null", "on")
+    res: dict[str, list[float]] = {m: [] for m in modes}
+    cpu: dict[str, list[float]] = {m: [] for m in modes}
+    wcpu: list[float] = []
+    lag: list[int] = []
+    path = "/v1/services/fines/fines/P-12345"
     try:
         for r in range(rounds):
-            for mode in (("off", "null", "on") if r % 2 == 0 else ("on", "null", "off")):
+            for mode in (modes if r % 2 == 0 else modes[::-1]):
                 port = h.free_port()
                 var = {"off": "-", "null": "null"}.get(mode, str(tmp / "gw" / "var"))
                 gw = _spawn(["gateway", url, var, str(port)])
                 gurl = f"http://127.0.0.1:{port}"
                 h.wait_ready(gurl, lambda: gw.poll() is None, timeout=30)
-                asyncio.run(h.load(gurl, 1.0, concurrency))  # warm-up
-                c0 = _cpu_s(gw.pid)
-                out = asyncio.run(h.load(gurl, seconds, concurrency))
-                ok = sum(1 for _, s, _ in out if s == 200)
-                # CPU is read after the writer had time to store the round's records.
-                time.sleep(0.3)
-                per_req = (_cpu_s(gw.pid) - c0) / max(ok, 1) * 1e6
-                res[mode].append(ok / seconds)
+                gb.run_load(port, path, 8, 1.0, key=h.API_KEY)  # warm-up
+                before = _stored_records(url) if mode == "on" else 0
+                c0, w0 = _cpu_s(gw.pid), _children_cpu_s(gw.pid)
+                out = gb.run_load(port, path, concurrency, seconds, key=h.API_KEY)
+                ok = out["requests"] - out.get("errors", 0)
+                c1, w1 = _cpu_s(gw.pid), _children_cpu_s(gw.pid)
+                per_req = (c1 - c0) / max(ok, 1) * 1e6
+                res[mode].append(out["rps"])
                 cpu[mode].append(per_req)
+                extra = ""
+                if mode == "on":
+                    behind = ok - (_stored_records(url) - before)  # not yet stored when the load stopped
+                    time.sleep(1.0)
+                    w2 = _children_cpu_s(gw.pid)
+                    wcpu.append((w2 - w0) / max(ok, 1) * 1e6)
+                    lag.append(behind)
+                    extra = (f", writer process CPU {wcpu[-1]:5.1f} µs/record (incl. 1 s after), not yet stored "
+                             f"at the end of the load: {max(behind, 0)}")
                 gw.terminate()
-                gw.wait(30)
-                print(f"  round {r + 1} logging {mode:4}: {ok / seconds:8.0f} req/s, gateway CPU "
-                      f"{per_req:6.0f} µs/request", flush=True)
+                gw.wait(60)
+                print(f"  round {r + 1} logging {mode:4}: {out['rps']:8.0f} req/s, gateway CPU "
+                      f"{per_req:6.1f} µs/request{extra}", flush=True)
     finally:
         op.terminate()
         op.wait(10)
     out = {m: statistics.median(v) for m, v in res.items()}
     out.update({f"cpu_{m}": statistics.median(v) for m, v in cpu.items()})
+    out["writer_cpu"] = statistics.median(wcpu) if wcpu else float("nan")
     return out
 
 
@@ -255,12 +310,11 @@ def main() -> None:
             print(f"gateway req/s: logging off {med['off']:,.0f}, on {med['on']:,.0f} → cost {cost:.1f} % "
                   f"[target <= 10 %]")
             print(f"  ('null' = the gateway with a do-nothing sink: its own cost of building Exchange events and "
-                  f"digests; CPU off {med['cpu_off']:,.0f} / null {med['cpu_null']:,.0f} / on {med['cpu_on']:,.0f} "
-                  "µs per request)")
+                  f"digests.) Gateway process CPU per request: off {med['cpu_off']:.1f} / null {med['cpu_null']:.1f} / "
+                  f"on {med['cpu_on']:.1f} µs; writer process {med['writer_cpu']:.1f} µs per record")
             ccost = (med["cpu_on"] / med["cpu_off"] - 1) * 100
-            print(f"gateway CPU per request (all threads, incl. the log writer): off {med['cpu_off']:,.0f} µs, "
-                  f"on {med['cpu_on']:,.0f} µs → +{ccost:.1f} % (a CPU-bound gateway loses "
-                  f"{(1 - med['cpu_off'] / med['cpu_on']) * 100:.1f} % throughput)")
+            print(f"gateway process CPU per request: +{ccost:.1f} % with logging on (a CPU-bound gateway with the "
+                  f"writer on another core loses {(1 - med['cpu_off'] / med['cpu_on']) * 100:.1f} % throughput)")
 
 
 if __name__ == "__main__":

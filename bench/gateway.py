@@ -215,9 +215,11 @@ def cpu_seconds(pid: int) -> float:
     return total / tick
 
 
-def run_load(port: int, path: str, conns: int, duration: float, pid: int | None = None) -> dict:
+def run_load(port: int, path: str, conns: int, duration: float, pid: int | None = None, key: str = KEY) -> dict:
+    """One load run (wrk, else the Python loader) → ``{"rps", "requests", "p50", "p99", "errors"}``
+    (ms for p50/p99), plus ``cpu_us`` per request of ``pid`` and its direct children."""
     cpu0 = cpu_seconds(pid) if pid else 0.0
-    res = _run_load(port, path, conns, duration)
+    res = _run_load(port, path, conns, duration, key)
     if pid and res.get("requests"):
         res["cpu_us"] = (cpu_seconds(pid) - cpu0) / res["requests"] * 1e6
     return res
@@ -226,10 +228,10 @@ def run_load(port: int, path: str, conns: int, duration: float, pid: int | None 
 USE_WRK = shutil.which("wrk") is not None
 
 
-def _run_load(port: int, path: str, conns: int, duration: float) -> dict:
+def _run_load(port: int, path: str, conns: int, duration: float, key: str = KEY) -> dict:
     if USE_WRK:
         out = subprocess.run(
-            ["wrk", "-t1", f"-c{conns}", f"-d{duration:g}s", "--latency", "--timeout", "10s", "-H", f"X-Api-Key: {KEY}",
+            ["wrk", "-t1", f"-c{conns}", f"-d{duration:g}s", "--latency", "--timeout", "10s", "-H", f"X-Api-Key: {key}",
              f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, timeout=duration + 30).stdout
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
         p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
@@ -241,7 +243,7 @@ def _run_load(port: int, path: str, conns: int, duration: float) -> dict:
                 "errors": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errs.group(0) if errs else ""}
     import json
 
-    out = subprocess.run([PY, "-c", PY_LOADER, str(port), path, str(conns), str(duration), str(ROOT / "src"), KEY],
+    out = subprocess.run([PY, "-c", PY_LOADER, str(port), path, str(conns), str(duration), str(ROOT / "src"), key],
                          capture_output=True, text=True, timeout=duration + 60)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

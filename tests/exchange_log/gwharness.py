@@ -220,7 +220,7 @@ def _main() -> None:
         app, _ = make_app(args.db_url, None if args.var_dir == "-" else Path(args.var_dir))
     from zistboom.gateway.server import GatewayServer
 
-    GatewayServer(app, "127.0.0.1", args.port, loop="asyncio").run()
+    GatewayServer(app, "127.0.0.1", args.port).run()  # uvloop, as `zistboom gateway` runs it
 
 
 if __name__ == "__main__":

@@ -156,3 +156,40 @@ def test_digests_are_sha256_of_the_documented_canonical_form():
     assert request_digest("post", "/a/ب", hs, b"{}") == hashlib.sha256(
         b"REQ\nPOST\n/a/" + "ب".encode() + b"\n" + lines + b"\n{}").hexdigest()
     assert response_digest(201, hs, b"ok") == hashlib.sha256(b"RES\n201\n" + lines + b"\nok").hexdigest()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(timezone.utc)))
+def test_iso_from_us_matches_time_fields(t):
+    from zistboom.exchange_log.record import iso_from_us
+
+    iso, us = time_fields(t)
+    assert iso_from_us(us) == iso
+    assert iso_to_us(iso) == us
+
+
+def test_packed_exchange_encodes_like_the_exchange(exchange_factory):
+    from zistboom.exchange_log.record import encode_packed, pack_exchange
+
+    for i in range(6):
+        ex = exchange_factory(i, body=(i % 2 == 0))
+        assert encode_packed(pack_exchange(ex)) == encode_exchange(ex)
+
+
+def test_on_packed_queues_up_to_room_and_counts_the_rest(tmp_path, exchange_factory):
+    from types import SimpleNamespace
+
+    from zistboom.exchange_log.record import pack_exchange
+    from zistboom.exchange_log.sink import make_sink
+    from zistboom.registry.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'z.db'}"
+    upgrade(url)
+    sink = make_sink(url, SimpleNamespace(var_dir=tmp_path / "var"), queue_max=5, mode="thread")
+    packed = [pack_exchange(exchange_factory(i)) for i in range(8)]
+    sink.on_packed(packed[:3])
+    sink.on_packed(packed[3:])
+    assert list(sink._q) == packed[:5]
+    assert sink.counters["dropped"] == 3
+    assert sink._gap_n == 3 and sink._gap_reasons == {"queue_full": 3}
+    sink.store.engine.dispose()

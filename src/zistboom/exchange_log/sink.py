@@ -38,7 +38,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
@@ -47,7 +47,7 @@ from sqlalchemy import text
 from zistboom.exchange_log import merkle
 from zistboom.exchange_log.keys import LogSigner, key_path, load_or_create_signer
 from zistboom.exchange_log.models import NODE_MIN_LEVEL, LogKey
-from zistboom.exchange_log.record import Encoded, encode_exchange, encode_gap
+from zistboom.exchange_log.record import Encoded, encode_exchange, encode_gap, encode_packed
 from zistboom.exchange_log.spill import SpillFile
 from zistboom.exchange_log.store import ExchangeLogStore
 from zistboom.gateway.events import Exchange, ProbeResult
@@ -56,6 +56,9 @@ from zistboom.registry.db import make_engine
 log = logging.getLogger(__name__)
 
 DURABILITY_WINDOW_MS = 250
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass
@@ -140,6 +143,20 @@ class ExchangeLogSink:
                 self._note_dropped(1, "queue_full", exchange.time)
         except Exception:  # pragma: no cover - defensive: the gateway must never see an error
             pass
+
+    def on_packed(self, packed: list[tuple]) -> None:
+        """Queue exchanges already in :func:`~zistboom.exchange_log.record.pack_exchange` form (the
+        writer process receives them so); those over the queue's room are dropped and counted."""
+        q = self._q
+        room = self._qmax - len(q)
+        if room >= len(packed):
+            q.extend(packed)
+            return
+        if room > 0:
+            q.extend(packed[:room])
+        rest = packed[max(room, 0):]
+        self._note_dropped(len(rest), "queue_full", _EPOCH + timedelta(microseconds=rest[0][1]),
+                           _EPOCH + timedelta(microseconds=rest[-1][1]))
 
     def on_probe(self, probe: ProbeResult) -> None:
         """Health checks are not logged here (monitoring keeps them)."""
@@ -318,9 +335,10 @@ class ExchangeLogSink:
             self.counters["gaps"] += 1
         for ex in batch:
             try:
-                items.append(encode_exchange(ex))
+                items.append(encode_packed(ex) if type(ex) is tuple else encode_exchange(ex))
             except Exception as e:  # malformed exchange: count it so the loss is visible
-                self.last_error = f"bad exchange {getattr(ex, 'request_id', '?')}: {e}"
+                rid = ex[0] if type(ex) is tuple and ex else getattr(ex, "request_id", "?")
+                self.last_error = f"bad exchange {rid}: {e}"
                 self._note_dropped(1, "unencodable", None)
         if not items:
             return

@@ -3,7 +3,8 @@
 Why: encoding, hashing, SQL and signing cost about 20 µs of CPU per record; in a thread of the
 gateway most of that holds the GIL the gateway's event loop needs. Here the gateway side only
 appends to a bounded deque (``on_exchange``) and a feeder thread ships batches of plain tuples
-(``marshal``, about 2–3 µs per record) over a pipe to ``python -m zistboom.exchange_log.writer_proc``,
+(:func:`~zistboom.exchange_log.record.pack_exchange`, ``marshal``, about 2–3 µs per record), which
+the writer encodes as they are, without rebuilding ``Exchange`` objects, over a pipe to ``python -m zistboom.exchange_log.writer_proc``,
 which runs the normal :class:`~zistboom.exchange_log.sink.ExchangeLogSink` writer (queue, batches,
 spill file, gap records, signing).
 
@@ -36,32 +37,18 @@ from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from zistboom.gateway.events import Attempt, Exchange, ProbeResult
+from zistboom.exchange_log.record import pack_exchange
+from zistboom.gateway.events import Exchange, ProbeResult
 
 # Kept light on purpose: the child must be reading its pipe within a few milliseconds of starting
-# (heavy imports — SQLAlchemy, cryptography — happen after its reader thread runs).
+# (heavy imports — SQLAlchemy, cryptography — happen after its reader thread runs; record.py needs
+# only orjson and the standard library).
 
 log = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
 _LEN = struct.Struct("<I")
-
-
-def _pack(ex: Exchange) -> tuple:
-    t = ex.time
-    if t.tzinfo is None:
-        raise ValueError("naive exchange time")
-    return (ex.request_id, (t - _EPOCH) // _ONE_US if t.tzinfo is timezone.utc else
-            (t.astimezone(timezone.utc) - _EPOCH) // _ONE_US, ex.client_id, ex.service_id, ex.operation, ex.operator_id,
-            ex.caller_province, ex.method, ex.path, ex.status, ex.latency_ms,
-            [(a.operator_id, a.outcome, a.status, a.latency_ms) for a in ex.attempts],
-            ex.gateway_error, ex.request_digest, ex.response_digest, ex.request_body, ex.response_body)
-
-
-def _unpack(t: tuple) -> Exchange:
-    return Exchange(t[0], _EPOCH + timedelta(microseconds=t[1]), t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9],
-                    t[10], [Attempt(*a) for a in t[11]], t[12], t[13], t[14], t[15], t[16])
 
 
 class ProcessExchangeLogSink:
@@ -199,7 +186,7 @@ class ProcessExchangeLogSink:
                 packed = []
                 for ex in batch:
                     try:
-                        packed.append(_pack(ex))
+                        packed.append(pack_exchange(ex))
                     except Exception:
                         self._note_dropped(1, "unencodable", None)
                 if not self._send(("x", packed)):
@@ -348,8 +335,7 @@ def _child(db_url: str, cfg_json: str) -> int:
         msg = marshal.loads(frames.popleft())
         kind = msg[0]
         if kind == "x":
-            for t in msg[1]:
-                sink.on_exchange(_unpack(t))
+            sink.on_packed(msg[1])  # tuples stay tuples: encoded straight from this form
             if len(sink._q) >= sink.cfg.batch_max:
                 sink._wake.set()
         elif kind == "d":
