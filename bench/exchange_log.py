@@ -45,15 +45,17 @@ def migrated_sqlite(tmp: Path) -> str:
 
 
 def bench_writer(tmp: Path, n: int, sth_every: int) -> tuple[float, str]:
-    """Queue ``n`` exchanges, then time the writer thread storing all of them (one core)."""
+    """Queue ``n`` exchanges in the packed form the writer process receives from the gateway
+    (:func:`~zistboom.exchange_log.record.pack_exchange`), then time the writer storing all of them
+    (encode, leaf hash, Merkle frontier, batched INSERT, signed tree heads) on one core."""
+    from zistboom.exchange_log.record import pack_exchange
     from zistboom.exchange_log.sink import make_sink
 
     url = migrated_sqlite(tmp)
-    exs = [make_exchange(i) for i in range(n)]
+    packed = [pack_exchange(make_exchange(i)) for i in range(n)]
     sink = make_sink(url, SimpleNamespace(var_dir=tmp / "var"), queue_max=n + 1, batch_max=5000,
                      sth_every_records=sth_every, high_water=1.0, mode="thread")
-    for ex in exs:
-        sink.on_exchange(ex)
+    sink.on_packed(packed)
     t0 = time.perf_counter()
     sink.start()
     sink.flush(600)
