@@ -968,6 +968,7 @@ def create_gateway(db_url: str, *, sinks: Sequence[ExchangeSink] = (), config: G
 
     Lifespan startup loads the route table (in a thread), starts the refresh thread, the active
     health checks and the sinks (``start()`` if they have it); shutdown stops them and calls
-    ``close()`` on sinks. Run under uvicorn with ``lifespan="on"`` (or "auto").
+    ``close()`` on sinks. Serve it with :class:`zistboom.gateway.server.GatewayServer` (which calls
+    ``startup()`` / ``shutdown()``); any ASGI server with ``lifespan="on"`` works too.
     """
     return Gateway(db_url, sinks, config)

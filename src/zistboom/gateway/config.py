@@ -59,11 +59,10 @@ class GatewayConfig:
         header_timeout: a request head must be complete this long after the connection opens, or
             after the first byte of a later request on it (s); else the connection is closed
             (nginx's ``client_header_timeout``, default 60 s there; 10 s here).
-        keep_alive_timeout: idle client keep-alive connections are closed after this (s; uvicorn's
-            ``timeout_keep_alive``).
-        limit_concurrency: open client connections + running requests above which uvicorn answers
-            new requests 503 (None: no limit).
-        backlog: listen backlog (uvicorn's ``backlog``).
+        keep_alive_timeout: idle client keep-alive connections are closed after this (s).
+        limit_concurrency: open client connections + running requests at or above which the
+            gateway's server answers new requests 503 ``overloaded`` (None: no limit).
+        backlog: listen backlog of the gateway's server.
         trust_forwarded_for: keep a client's ``X-Forwarded-For`` and append the peer address (only
             behind a trusted proxy); False (default): the operator gets the peer address only.
     """
