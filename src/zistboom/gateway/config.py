@@ -59,9 +59,11 @@ class GatewayConfig:
         header_timeout: a request head must be complete this long after the connection opens, or
             after the first byte of a later request on it (s); else the connection is closed
             (nginx's ``client_header_timeout``, default 60 s there; 10 s here).
+        body_timeout: once a request body has started (or 100 Continue was sent), at most this
+            long between two reads of it, else 408 and close (s; nginx's ``client_body_timeout``).
         keep_alive_timeout: idle client keep-alive connections are closed after this (s).
-        limit_concurrency: open client connections + running requests at or above which the
-            gateway's server answers new requests 503 ``overloaded`` (None: no limit).
+        limit_concurrency: open client connections + running requests above which the gateway's
+            server answers new requests 503 ``overloaded`` (None: no limit).
         backlog: listen backlog of the gateway's server.
         trust_forwarded_for: keep a client's ``X-Forwarded-For`` and append the peer address (only
             behind a trusted proxy); False (default): the operator gets the peer address only.
@@ -104,6 +106,7 @@ class GatewayConfig:
     max_header_bytes: int = 64 * 1024
     header_timeout: float = 10.0
     keep_alive_timeout: float = 5.0
+    body_timeout: float = 30.0
     limit_concurrency: int | None = 8192
     backlog: int = 2048
     trust_forwarded_for: bool = False

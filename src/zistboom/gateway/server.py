@@ -16,12 +16,19 @@ and every test stay the same) but does only what the gateway needs:
   added when the app did not set one and a cached ``Date``; write back-pressure
   (``pause_writing``) is honoured;
 * keep-alive (HTTP/1.1 default, HTTP/1.0 on request), pipelining (requests answered strictly in
-  order; reading pauses while requests queue up), ``Expect: 100-continue``;
+  order; reading pauses while requests queue up), ``Expect: 100-continue`` (sent when the
+  requests before it are answered), a client's half-close (what it sent is still answered);
+* chunked trailer fields are bounded like a head but never merged into the request's headers;
+  an ``Upgrade`` / ``CONNECT`` request is answered as plain HTTP and the connection closed, and
+  one that declares a body gets **400** ``upgrade_not_supported`` (llhttp would skip its body);
 * limits that uvicorn lacks (nginx has them): a **request-head size limit**
   (``max_header_bytes``, **431** — RFC 6585 §5 — then a lingering close) and a **request-head
   timeout** (``header_timeout``: the head must be complete that long after the connection opens
   or after the first byte of a later request; **408** if part of a head had arrived, else a
-  silent close); idle keep-alive connections close after ``keep_alive_timeout``;
+  silent close), counted both on raw reads and on what the parser delivers, so a head pipelined
+  inside another request's read is bounded too; a started body must keep arriving, at most
+  ``body_timeout`` s between reads (**408** ``body_timeout``, as nginx's ``client_body_timeout``);
+  idle keep-alive connections close after ``keep_alive_timeout``;
 * ``limit_concurrency``: open connections + running requests above which new requests get
   **503** ``overloaded``; a malformed request gets **400** ``bad_request`` and a close;
 * graceful shutdown: stop listening, close idle connections, let running requests finish (at
@@ -63,6 +70,9 @@ _MESSAGES: dict[str, tuple[str, str]] = {
     "headers_too_large": ("سرآیندهای درخواست بیش از حد بزرگ است.", "The request header fields are too large."),
     "header_timeout": ("سرآیندهای درخواست در زمان مقرر کامل نرسید.", "The request head was not received in time."),
     "bad_request": ("درخواست HTTP نامعتبر است.", "Invalid HTTP request."),
+    "body_timeout": ("بدنهٔ درخواست در زمان مقرر نرسید.", "The request body was not received in time."),
+    "upgrade_not_supported": ("درخواست ارتقای پروتکل (Upgrade) همراه با بدنه پذیرفته نیست.",
+                              "Protocol upgrade requests with a body are not supported."),
     "body_too_large": ("حجم درخواست بیش از حد مجاز است.", "The request body is too large."),
     "overloaded": ("دروازه در این لحظه بیش از ظرفیت درخواست دارد؛ کمی بعد دوباره تلاش کنید.",
                    "The gateway is over capacity; retry later."),
@@ -190,6 +200,7 @@ class GatewayHttpProtocol(asyncio.Protocol):
         self.max_header_bytes = cfg.max_header_bytes
         self.header_timeout = cfg.header_timeout
         self.keep_alive_timeout = cfg.keep_alive_timeout
+        self.body_timeout = cfg.body_timeout
         self.max_body = cfg.max_request_body
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -205,11 +216,15 @@ class GatewayHttpProtocol(asyncio.Protocol):
         self._drain: asyncio.Future | None = None
         self._disconnect: asyncio.Future | None = None
         self._in_head = True
-        self._head_bytes = 0
+        self._head_bytes = 0  # raw bytes of the current head fed so far (reads that start in a head)
+        self._cb_bytes = 0  # bytes of the current head (or trailer section) seen by the callbacks
         self._head_started = False
+        self._continue_pending = False  # a head asked for 100 Continue while an earlier request ran
+        self._peer_eof = False
         # deadlines on the loop clock, checked by GatewayServer's sweeper (no timer per request)
         self.head_deadline: float | None = None
         self.idle_deadline: float | None = None
+        self.body_deadline: float | None = None
 
     # -- connection --------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
@@ -226,10 +241,17 @@ class GatewayHttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
-        self.head_deadline = self.idle_deadline = None
+        self.head_deadline = self.idle_deadline = self.body_deadline = None
         for fut in (self._disconnect, self._drain):
             if fut is not None and not fut.done():
                 fut.set_result(None)
+
+    def eof_received(self) -> bool:
+        """The client half-closed: answer what it already sent, then close."""
+        if self.task is not None or self.queue:
+            self._peer_eof = True
+            return True  # keep the transport open for the answers
+        return False  # nothing to answer: close
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -256,7 +278,9 @@ class GatewayHttpProtocol(asyncio.Protocol):
         self.idle_deadline = None
         while data:
             if not self._in_head:
-                self._feed(data)
+                if self.body_deadline is not None:
+                    self.body_deadline = self.loop.time() + self.body_timeout
+                self._feed(data)  # a head that begins inside this read is bounded by _count_head
                 return
             if self.head_deadline is None:
                 self._arm_head_timer()  # first byte of a new request on a keep-alive connection
@@ -288,40 +312,73 @@ class GatewayHttpProtocol(asyncio.Protocol):
     # -- parser callbacks --------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.req = _Request()
+        self._cb_bytes = 0
         self._head_started = True
         if self.head_deadline is None:
             self._arm_head_timer()  # e.g. a pipelined head that began inside an earlier read
 
     def on_url(self, url: bytes) -> None:
         self.req.url += url  # type: ignore[union-attr]
+        self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.req.headers.append((name.lower(), value))  # type: ignore[union-attr]
+        self._count_head(len(name) + len(value) + 4)
+        if self._in_head:
+            self.req.headers.append((name.lower(), value))  # type: ignore[union-attr]
+        # else: a chunked body's trailer field: never merged into the request's headers (RFC 9110
+        # §6.5.1 — a trailer could otherwise add X-Api-Key or X-Caller-Province after the checks)
+
+    def _count_head(self, n: int) -> None:
+        """Bound the head (and, separately, the trailer section) by what the parser delivers, which
+        also covers a pipelined head that began inside a read not counted by data_received."""
+        self._cb_bytes += n
+        if self._cb_bytes > self.max_header_bytes:
+            self.req = None
+            self._fatal(431, "headers_too_large")
+            raise httptools.HttpParserError("request head too large")  # stop this feed
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_started = False
         self._head_bytes = 0
+        self._cb_bytes = 0  # from here on: the trailer section's own budget
         self.head_deadline = None
         req = self.req
         p = self.parser
         req.method = p.get_method().decode("ascii")  # type: ignore[union-attr]
         req.http_version = p.get_http_version()  # type: ignore[union-attr]
-        req.keep_alive = p.should_keep_alive() and not p.should_upgrade()  # type: ignore[union-attr]
+        upgrade = p.should_upgrade()
+        req.keep_alive = p.should_keep_alive() and not upgrade  # type: ignore[union-attr]
+        has_body = False
         for n, v in req.headers:  # type: ignore[union-attr]
             if n == b"content-length":
                 try:
-                    too_large = int(v) > self.max_body
+                    declared = int(v)
                 except ValueError:
-                    too_large = False  # llhttp has already rejected a malformed Content-Length
-                if too_large:
+                    declared = 0  # llhttp has already rejected a malformed Content-Length
+                if declared > self.max_body:
                     self.req = None
                     self._fatal(413, "body_too_large")
                     raise httptools.HttpParserError("body too large")  # stop this feed
+                has_body = has_body or declared > 0
+            elif n == b"transfer-encoding":
+                has_body = True
             elif n == b"expect" and v.lower() == b"100-continue" and req.http_version == "1.1":  # type: ignore[union-attr]
                 req.expect_continue = True  # type: ignore[union-attr]
-        if req.expect_continue and self.task is None and not self.queue:  # type: ignore[union-attr]
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
+        if upgrade and has_body:
+            # llhttp skips the body of an upgrade request (it would be read as the new protocol):
+            # refuse rather than pass the request on without its body
+            self.req = None
+            self._fatal(400, "upgrade_not_supported")
+            raise httptools.HttpParserError("upgrade with a body")
+        if req.expect_continue and has_body:  # type: ignore[union-attr]
+            if self.task is None and not self.queue:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
+                self.body_deadline = self.loop.time() + self.body_timeout
+            else:
+                self._continue_pending = True  # sent once the requests before it are answered
+        elif has_body:
+            self.body_deadline = self.loop.time() + self.body_timeout
 
     def on_body(self, body: bytes) -> None:
         req = self.req
@@ -336,6 +393,8 @@ class GatewayHttpProtocol(asyncio.Protocol):
         req, self.req = self.req, None
         self._in_head = True  # whatever follows is the next request's head
         self._head_bytes = 0
+        self.body_deadline = None
+        self._continue_pending = False
         if req is None:
             return
         if self.task is None and not self.queue:
@@ -352,13 +411,11 @@ class GatewayHttpProtocol(asyncio.Protocol):
             self._send_fatal(item)
             return
         srv = self.server
-        if srv.limit_concurrency is not None and len(srv.connections) + srv.active >= srv.limit_concurrency:
+        if srv.limit_concurrency is not None and len(srv.connections) + srv.active > srv.limit_concurrency:
             item.keep_alive = False
             self.send_error(item, 503, "overloaded", extra=b"retry-after: 1\r\n")
             self.transport.close()  # type: ignore[union-attr]
             return
-        if item.expect_continue and (self.task is not None or self.queue):
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
         srv.active += 1
         self.task = self.loop.create_task(self._run(item))  # also the strong reference asyncio needs
 
@@ -407,7 +464,7 @@ class GatewayHttpProtocol(asyncio.Protocol):
     def _next(self, done: _Request) -> None:
         if self.closed:
             return
-        if not done.keep_alive or self.server.draining:
+        if not done.keep_alive or self.server.draining or (self._peer_eof and not self.queue):
             self.transport.close()  # type: ignore[union-attr]
             return
         if self.queue:
@@ -416,6 +473,10 @@ class GatewayHttpProtocol(asyncio.Protocol):
                 self.reading_paused = False
                 self.transport.resume_reading()  # type: ignore[union-attr]
             return
+        if self._continue_pending and self.req is not None:
+            self._continue_pending = False
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
+            self.body_deadline = self.loop.time() + self.body_timeout
         if self.reading_paused:
             self.reading_paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
@@ -515,6 +576,12 @@ class GatewayHttpProtocol(asyncio.Protocol):
         if hd is not None and now >= hd:
             self.head_deadline = None
             self._head_timeout()
+        bd = self.body_deadline
+        if bd is not None and now >= bd and self.req is not None and self.task is None and not self.queue:
+            self.body_deadline = None
+            self.send_error(None, 408, "body_timeout")
+            self.close()
+            return
         idle = self.idle_deadline
         if idle is not None and now >= idle:
             self.idle_deadline = None
