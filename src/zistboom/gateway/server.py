@@ -280,7 +280,7 @@ class GatewayHttpProtocol(asyncio.Protocol):
             if not self._in_head:
                 if self.body_deadline is not None:
                     self.body_deadline = self.loop.time() + self.body_timeout
-                self._feed(data)  # a head that begins inside this read is bounded by _count_head
+                self._feed(data)  # a head that begins inside this read is bounded by _head_too_large
                 return
             if self.head_deadline is None:
                 self._arm_head_timer()  # first byte of a new request on a keep-alive connection
@@ -319,23 +319,26 @@ class GatewayHttpProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.req.url += url  # type: ignore[union-attr]
-        self._count_head(len(url))
+        self._cb_bytes += len(url)
+        if self._cb_bytes > self.max_header_bytes:
+            self._head_too_large()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value) + 4)
+        self._cb_bytes += len(name) + len(value) + 4
+        if self._cb_bytes > self.max_header_bytes:
+            self._head_too_large()
         if self._in_head:
             self.req.headers.append((name.lower(), value))  # type: ignore[union-attr]
         # else: a chunked body's trailer field: never merged into the request's headers (RFC 9110
         # §6.5.1 — a trailer could otherwise add X-Api-Key or X-Caller-Province after the checks)
 
-    def _count_head(self, n: int) -> None:
-        """Bound the head (and, separately, the trailer section) by what the parser delivers, which
-        also covers a pipelined head that began inside a read not counted by data_received."""
-        self._cb_bytes += n
-        if self._cb_bytes > self.max_header_bytes:
-            self.req = None
-            self._fatal(431, "headers_too_large")
-            raise httptools.HttpParserError("request head too large")  # stop this feed
+    def _head_too_large(self) -> None:
+        """The head (or, with its own budget, the trailer section) is over ``max_header_bytes`` by
+        what the parser delivered (``_cb_bytes``): this also bounds a pipelined head that began
+        inside a read which data_received did not count as head bytes."""
+        self.req = None
+        self._fatal(431, "headers_too_large")
+        raise httptools.HttpParserError("request head too large")  # stop this feed
 
     def on_headers_complete(self) -> None:
         self._in_head = False
