@@ -231,10 +231,10 @@ def test_keeps_serving_when_postgres_unreachable(operators, pg_db_url):
         while gw.app.last_refresh_error is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert gw.app.last_refresh_error
-        t0 = time.monotonic()
-        for _ in range(5):
-            assert httpx.get(gw.url + "/v1/services/fines/fines/1", headers=KEY).status_code == 200
-        assert time.monotonic() - t0 < 5  # the request path never waits on the database
+        version = gw.app.table.version
+        for _ in range(5):  # the request path never touches the database: served from the table
+            assert httpx.get(gw.url + "/v1/services/fines/fines/1", headers=KEY, timeout=5).status_code == 200
+        assert gw.app.last_refresh_error and gw.app.table.version == version  # still cut, same table
     finally:
         gw.stop()
         lt.stop()

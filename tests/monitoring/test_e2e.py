@@ -58,23 +58,35 @@ def _healthy(factory, oid):
         return row is not None and row.healthy
 
 
+def _health_row(factory, oid):
+    with factory() as s:
+        row = s.get(OperatorHealth, oid)
+        s.expunge_all()
+        return row
+
+
 def _kill_and_restart(factory, ops, measured: dict):
+    """Kill op-c (the only operator of birth-cert in IR-07), then restart it. Asserts on what the
+    product recorded, not on the test's own clock: the incident opens at the evaluation that follows
+    the probe which turned op-c unhealthy (before the next probe: ``opened_at`` within one probe
+    interval of that probe's ``last_change_at``), and resolves likewise after the first probe that
+    finds it healthy again."""
     wait_for(lambda: _healthy(factory, "op-c"), timeout=10)
     assert _incident(factory) == []
     ops["op-c"].stop()
-    killed = time.monotonic()
     (inc,), _ = wait_for(lambda: _incident(factory), timeout=10)
-    measured["open_s"] = time.monotonic() - killed
     assert inc.state == "investigating" and inc.auto
+    down = _health_row(factory, "op-c")
+    assert down is not None and not down.healthy
+    measured["open_s"] = (inc.opened_at - down.last_change_at).total_seconds()
+    assert 0 <= measured["open_s"] < PROBE, measured
     ops["op-c"].start()  # same port
-    restarted = time.monotonic()
-    wait_for(lambda: _incident(factory, state_open=False), timeout=10)
-    measured["resolve_s"] = time.monotonic() - restarted
+    (done,), _ = wait_for(lambda: _incident(factory, state_open=False), timeout=10)
     assert _incident(factory) == []
-    # "within one probe interval": the next probe (≤ 1.1 × interval with the gateway's jitter)
-    # plus the sink's immediate flush/evaluate; 1 s of slack for a loaded CI machine
-    assert measured["open_s"] <= 1.1 * PROBE + 1.0, measured
-    assert measured["resolve_s"] <= 1.1 * PROBE + 1.0, measured
+    up = _health_row(factory, "op-c")
+    assert up is not None and up.healthy
+    measured["resolve_s"] = (done.resolved_at - up.last_change_at).total_seconds()
+    assert 0 <= measured["resolve_s"] < PROBE, measured
 
 
 def test_kill_only_operator_opens_incident_via_gateway_probes(db_url, factory, ops, capsys):
@@ -89,8 +101,8 @@ def test_kill_only_operator_opens_incident_via_gateway_probes(db_url, factory, o
         measured: dict = {}
         _kill_and_restart(factory, ops, measured)
         with capsys.disabled():
-            print(f"\n[gateway probes] incident opened {measured['open_s']:.2f} s after kill, "
-                  f"resolved {measured['resolve_s']:.2f} s after restart (probe interval {PROBE} s)")
+            print(f"\n[gateway probes] incident opened {measured['open_s']:.2f} s after the failing probe, "
+                  f"resolved {measured['resolve_s']:.2f} s after the passing one (probe interval {PROBE} s)")
     finally:
         gw.stop()
 
@@ -110,8 +122,8 @@ def test_kill_only_operator_opens_incident_via_own_prober(db_url, factory, ops, 
         measured: dict = {}
         _kill_and_restart(factory, ops, measured)
         with capsys.disabled():
-            print(f"\n[own prober] incident opened {measured['open_s']:.2f} s after kill, "
-                  f"resolved {measured['resolve_s']:.2f} s after restart (probe interval {PROBE} s)")
+            print(f"\n[own prober] incident opened {measured['open_s']:.2f} s after the failing probe, "
+                  f"resolved {measured['resolve_s']:.2f} s after the passing one (probe interval {PROBE} s)")
         assert prober.rounds >= 2 and prober.skipped_rounds == 0
     finally:
         lt.loop.call_soon_threadsafe(prober.stop)
