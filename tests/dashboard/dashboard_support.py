@@ -43,54 +43,43 @@ def dash_app(db_url: str, var_dir: Path) -> tuple[FastAPI, TokenChecker]:
 
 
 @contextlib.contextmanager
+def _serving(make_server, what: str):
+    """Bind 127.0.0.1:<ephemeral>, run ``make_server(port)`` (uvicorn-shaped: ``run(sockets=)``,
+    ``started``, ``should_exit``) in a thread; yields ``http://127.0.0.1:port``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = make_server(port)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
 def serve_gateway(app):
     """Run the gateway app on its own server (:class:`zistboom.gateway.server.GatewayServer`) on
-    127.0.0.1:<ephemeral>; yields ``http://127.0.0.1:port``."""
+    127.0.0.1:<ephemeral>; a context manager yielding ``http://127.0.0.1:port``."""
     from zistboom.gateway.server import GatewayServer
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = GatewayServer(app, "127.0.0.1", port, loop="asyncio")
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("gateway did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    return _serving(lambda port: GatewayServer(app, "127.0.0.1", port, loop="asyncio"), "gateway")
 
 
-@contextlib.contextmanager
 def serve(app, *, lifespan: str = "auto"):
-    """Run ``app`` under uvicorn on 127.0.0.1:<ephemeral>; yields ``http://127.0.0.1:port``."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan,
-                            loop="asyncio", http="h11")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    """Run ``app`` under uvicorn on 127.0.0.1:<ephemeral>; a context manager yielding
+    ``http://127.0.0.1:port``."""
+    return _serving(lambda port: uvicorn.Server(uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan, loop="asyncio", http="h11")),
+        "uvicorn")
 
 
 @contextlib.contextmanager
