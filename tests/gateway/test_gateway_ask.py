@@ -8,6 +8,7 @@ stand-in door with the real answer shape in ``sys.modules``; the last test runs 
 from __future__ import annotations
 
 import sys
+import time
 import types
 
 import httpx
@@ -100,3 +101,21 @@ def test_ask_with_the_real_front_door_on_the_demo_registry(seeded_db_url):
         assert r.json()["error"]["message_fa"]
     finally:
         gw.stop()
+
+
+def test_ask_marks_operators_the_gateway_sees_down(registry, operators, gateway, frontdoor):
+    """``healthy`` in /v1/ask's operator list is the gateway's live view (active health checks)."""
+    up, down = operators("up"), operators("down")
+    registry.operator("up", "IR-01", up.url)
+    registry.operator("down", "IR-01", down.url)
+    gw = gateway(GatewayConfig(refresh_interval=0.2, health_interval=0.2, health_timeout=0.3,
+                               health_unhealthy_threshold=1))
+    ask = lambda: {o["id"]: o["healthy"] for o in httpx.post(  # noqa: E731
+        gw.url + "/v1/ask", json={"text": "خلافی"}, headers={"X-Caller-Province": "IR-01"}).json()["operators"]}
+    assert ask() == {"up": True, "down": True}
+    down.stop()
+    deadline = time.monotonic() + 10
+    while ask().get("down") is not False:
+        assert time.monotonic() < deadline, "the stopped operator never showed as unhealthy"
+        time.sleep(0.1)
+    assert ask() == {"up": True, "down": False}

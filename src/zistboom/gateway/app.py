@@ -826,16 +826,22 @@ class Gateway:
                     "headers": [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
-    def operators_for(self, service_id: str | None, province: str | None) -> list[dict[str, str]]:
-        """Licensed operators that would serve ``province`` for ``service_id``, in tier order."""
+    def operators_for(self, service_id: str | None, province: str | None) -> list[dict[str, Any]]:
+        """Licensed operators that would serve ``province`` for ``service_id``, in tier order:
+        ``[{"id", "name_fa", "name_en", "home_province", "tier", "healthy"}]``. ``healthy`` is this
+        gateway's current view: the last active health check passed and the operator is not
+        ejected by outlier detection."""
         table = self.table
         if table is None or not service_id or not province:
             return []
-        return [
-            {"id": c.operator.id, "name_fa": c.operator.name_fa, "name_en": c.operator.name_en,
-             "home_province": c.operator.home_province, "tier": c.tier}
-            for c in table.candidates(service_id, province)
-        ]
+        states = self.balancer.states
+        out = []
+        for c in table.candidates(service_id, province):
+            st = states.get(c.operator.id)
+            out.append({"id": c.operator.id, "name_fa": c.operator.name_fa, "name_en": c.operator.name_en,
+                        "home_province": c.operator.home_province, "tier": c.tier,
+                        "healthy": st is None or (st.probe_ok and not st.ejected)})
+        return out
 
     async def _receipt(self, scope, send) -> None:
         """``GET /v1/receipts/{request_id}``: the exchange-log receipt of the caller's own exchange
