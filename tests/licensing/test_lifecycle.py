@@ -122,3 +122,21 @@ def test_evidence_size_is_capped(seeded_db_url, session_factory):
     assert err.value.code == "invalid_evidence"
     with session_scope(session_factory) as s:
         licensing.transition(s, lid, "review", actor="x", evidence={"ok": "x" * 1000})
+
+
+def test_suspended_licence_past_its_validity_cannot_be_reinstated(seeded_db_url, session_factory):
+    """A licence suspended while valid whose period then ended must be renewed, not reinstated
+    (reinstating would make an out-of-date licence active until the next expiry sweep)."""
+    with session_scope(session_factory) as s:
+        lid = _apply(s).id
+        licensing.transition(s, lid, "grant", actor="x")
+        licensing.transition(s, lid, "suspend", actor="x", reason="SLA")
+        s.get(m.Licence, lid).valid_until = utcnow() - timedelta(seconds=1)
+    with session_scope(session_factory) as s, pytest.raises(LicensingError) as err:
+        licensing.transition(s, lid, "reinstate", actor="x")
+    assert err.value.code == "validity_over" and err.value.http_status == 409
+    assert "renew" in err.value.message_en.lower() and "تمدید" in err.value.message_fa
+    with session_scope(session_factory) as s:
+        assert s.get(m.Licence, lid).status == "suspended"
+        licensing.transition(s, lid, "renew", actor="x", valid_until=utcnow() + timedelta(days=30))
+        assert licensing.transition(s, lid, "reinstate", actor="x").status == "active"

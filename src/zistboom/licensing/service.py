@@ -185,6 +185,11 @@ def transition(session: Session, licence_id: int, action: str, *, actor: str, re
         )
     before = lic.status
     now = now or utcnow()
+    if action == "reinstate" and lic.valid_until <= now:
+        raise LicensingError(
+            "validity_over",
+            "دورهٔ اعتبار این مجوز تمام شده است؛ بازگرداندن آن ممکن نیست. نخست مجوز را تمدید کنید.",
+            "The validity period of this licence is over; it cannot be reinstated. Renew it first.", 409)
     if action == "grant" and lic.valid_until <= now:
         raise LicensingError(
             "validity_over",
