@@ -37,3 +37,36 @@ class LoopThread:
             pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+
+
+class GatewayThread:
+    """The gateway app on its real server (:class:`zistboom.gateway.server.GatewayServer`, asyncio
+    loop) in a daemon thread of this process, on 127.0.0.1 (``port`` or an ephemeral one).
+    ``start()`` returns once the server listens and the app's startup has run; ``stop()`` waits up
+    to ``stop_timeout`` s for the graceful shutdown."""
+
+    stop_timeout = 10.0
+
+    def __init__(self, app, port: int | None = None):
+        from zistboom.gateway.server import GatewayServer
+
+        self.app = app
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = GatewayServer(app, "127.0.0.1", self.port, loop="asyncio")
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self):
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(self.stop_timeout)

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for tests.support (script mode too)
+from tests.support import GatewayThread as _GatewayThread  # noqa: E402
 from tests.support import free_port  # noqa: E402,F401 - re-exported for the log tests and bench
 
 API_KEY = "key-log-client-secret"
@@ -112,26 +113,16 @@ def make_app(db_url: str, var_dir: Path | None, log_overrides: dict | None = Non
     return create_gateway(db_url, sinks=sinks, config=gateway_config()), sinks
 
 
-class GatewayThread:
-    """The gateway on its real server (httptools) in a thread of this process."""
+class GatewayThread(_GatewayThread):
+    """The gateway on its real server in a thread of this process; ``start()`` also waits until it
+    routes a request."""
 
-    def __init__(self, app, port: int | None = None):
-        from zistboom.gateway.server import GatewayServer
-
-        self.app = app
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = GatewayServer(app, "127.0.0.1", self.port, loop="asyncio")
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+    stop_timeout = 30.0
 
     def start(self) -> GatewayThread:
-        self.thread.start()
+        super().start()
         wait_ready(self.url, lambda: self.thread.is_alive())
         return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
 
 
 def wait_ready(url: str, alive=lambda: True, timeout: float = 20.0) -> None:

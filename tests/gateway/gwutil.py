@@ -9,9 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 from aiohttp import web
 
-from tests.support import LoopThread, free_port  # noqa: F401 - re-exported for the gateway tests
+from tests.support import GatewayThread, LoopThread, free_port  # noqa: F401 - re-exported for the gateway tests
 from zistboom.gateway.app import Gateway
-from zistboom.gateway.server import GatewayServer as _Server
 from zistboom.registry import models as m
 from zistboom.registry.db import make_engine, make_sessionmaker, session_scope
 from zistboom.registry.snapshot import bump_version, hash_api_key
@@ -162,28 +161,9 @@ class Operator:
         return len(self.seen)
 
 
-class GatewayServer:
-    """The gateway on its real server (:class:`zistboom.gateway.server.GatewayServer`) in its own thread."""
-
-    def __init__(self, app: Gateway):
-        self.app = app
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = _Server(app, "127.0.0.1", self.port, loop="asyncio")
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> "GatewayServer":
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("gateway did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+class GatewayServer(GatewayThread):
+    """The gateway on its real server (:class:`zistboom.gateway.server.GatewayServer`) in its own
+    thread (:class:`tests.support.GatewayThread`), plus :meth:`wait_version`."""
 
     def wait_version(self, version_at_least: int | None = None, timeout: float = 10) -> None:
         """Wait until the route table reflects the registry's current version."""

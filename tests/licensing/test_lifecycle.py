@@ -78,6 +78,14 @@ def test_expire_due_marks_and_audits(seeded_db_url, session_factory):
         assert lic.status == "expired" and lic.events[-1].action == "expire"
 
 
+def _refused_validity_over(session_factory, lid: int, action: str) -> None:
+    """``action`` on licence ``lid`` is refused with 409 validity_over, telling to renew."""
+    with session_scope(session_factory) as s, pytest.raises(LicensingError) as err:
+        licensing.transition(s, lid, action, actor="x")
+    assert err.value.code == "validity_over" and err.value.http_status == 409
+    assert "renew" in err.value.message_en.lower() and "تمدید" in err.value.message_fa
+
+
 def test_validity_in_the_past_is_refused(seeded_db_url, session_factory):
     """Security review: apply 2001→2002, grant (active), renew to 2003 all used to succeed."""
     from datetime import datetime, timezone
@@ -90,10 +98,7 @@ def test_validity_in_the_past_is_refused(seeded_db_url, session_factory):
         lid = _apply(s).id
         # the application waited too long: its validity is over before it is granted
         s.get(m.Licence, lid).valid_until = utcnow() - timedelta(seconds=1)
-    with session_scope(session_factory) as s, pytest.raises(LicensingError) as err:
-        licensing.transition(s, lid, "grant", actor="x")
-    assert err.value.code == "validity_over" and err.value.http_status == 409
-    assert "renew" in err.value.message_en.lower() and "تمدید" in err.value.message_fa
+    _refused_validity_over(session_factory, lid, "grant")
     with session_scope(session_factory) as s:
         assert s.get(m.Licence, lid).status == "pending"
         # an expired licence cannot be renewed into the past either (even if later than its old end)
@@ -132,10 +137,7 @@ def test_suspended_licence_past_its_validity_cannot_be_reinstated(seeded_db_url,
         licensing.transition(s, lid, "grant", actor="x")
         licensing.transition(s, lid, "suspend", actor="x", reason="SLA")
         s.get(m.Licence, lid).valid_until = utcnow() - timedelta(seconds=1)
-    with session_scope(session_factory) as s, pytest.raises(LicensingError) as err:
-        licensing.transition(s, lid, "reinstate", actor="x")
-    assert err.value.code == "validity_over" and err.value.http_status == 409
-    assert "renew" in err.value.message_en.lower() and "تمدید" in err.value.message_fa
+    _refused_validity_over(session_factory, lid, "reinstate")
     with session_scope(session_factory) as s:
         assert s.get(m.Licence, lid).status == "suspended"
         licensing.transition(s, lid, "renew", actor="x", valid_until=utcnow() + timedelta(days=30))

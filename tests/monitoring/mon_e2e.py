@@ -8,7 +8,7 @@ import time
 
 from aiohttp import web
 
-from tests.support import LoopThread, free_port  # noqa: F401 - re-exported
+from tests.support import GatewayThread, LoopThread, free_port  # noqa: F401 - re-exported
 
 
 class OperatorServer:
@@ -51,30 +51,7 @@ class OperatorServer:
         self.lt.run(self._stop())
 
 
-class GatewayServer:
-    """The gateway app on its real server in its own thread."""
-
-    def __init__(self, app):
-        self.app = app
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        from zistboom.gateway.server import GatewayServer as _Server
-
-        self.server = _Server(app, "127.0.0.1", self.port, loop="asyncio")
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> GatewayServer:
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("gateway did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+GatewayServer = GatewayThread  # the gateway on its real server in a thread (tests.support)
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.02):
