@@ -131,6 +131,8 @@ ERRORS: dict[str, tuple[int, str, str]] = {
 }
 
 _JSON_CT = (b"content-type", b"application/json; charset=utf-8")
+# Connection values that name no other header (nothing more to drop): skip splitting them
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close"})
 _PREFIX = "/v1/services/"
 
 
@@ -728,7 +730,7 @@ class Gateway:
         for n, v in resp.headers:
             ln = n.lower()
             if ln in _DROP_RESPONSE:
-                if ln == b"connection":
+                if ln == b"connection" and v not in _PLAIN_CONNECTION:
                     r_tokens = r_tokens or set()
                     r_tokens.update(t.strip().lower() for t in v.split(b","))
                 continue
@@ -948,8 +950,11 @@ def _idempotency_key(v: bytes) -> str | None:
     return None
 
 
+_STATUS_CLASSES = {i: f"{i}xx" for i in range(1, 10)}
+
+
 def _status_class(status: int) -> str:
-    return f"{status // 100}xx"
+    return _STATUS_CLASSES.get(status // 100) or f"{status // 100}xx"
 
 
 def _request_id(scope) -> str:
