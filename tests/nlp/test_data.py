@@ -43,6 +43,34 @@ def test_no_text_and_no_source_group_in_both_splits():
     assert len(dev) >= 250
 
 
+def _near_copies(texts, dev, limit=0.7):
+    """(text, ratio) pairs of ``texts`` within ``limit`` difflib similarity of a dev request (the rule
+    the train-only additions follow, data/requests/README.md)."""
+    import difflib
+
+    out = []
+    sm = difflib.SequenceMatcher(autojunk=False)
+    for d in dev:
+        sm.set_seq2(d)  # SequenceMatcher caches its analysis of the second sequence
+        for t in texts:
+            sm.set_seq1(t)
+            if sm.real_quick_ratio() >= limit and sm.quick_ratio() >= limit and sm.ratio() >= limit:
+                out.append((t, round(sm.ratio(), 3)))
+    return out
+
+
+def test_service_passages_cover_the_catalogue_and_copy_no_dev_request():
+    from zistboom.nlp.dataset import read_passages
+
+    if not CATALOG.is_file():
+        pytest.fail(f"shared catalogue missing: {CATALOG}")
+    ids = {line.split("\t")[0] for line in CATALOG.read_text(encoding="utf-8").splitlines()[1:] if line.strip()}
+    passages = read_passages(data_dir() / "services.tsv")
+    per = Counter(s for s, _ in passages)
+    assert set(per) == ids and min(per.values()) >= 3
+    assert _near_copies([t for _, t in passages], [r["text"] for r in _rows("dev.jsonl")]) == []
+
+
 def test_split_is_reproducible(tmp_path, monkeypatch):
     import importlib.util
 

