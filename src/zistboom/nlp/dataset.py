@@ -48,6 +48,17 @@ def parse_jsonl_line(raw: str, lineno: int, source: str = "<stdin>") -> dict:
     return obj
 
 
+def _numbered_lines(p: Path, comments: bool = False) -> list[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 text file, blank lines (and with ``comments`` lines
+    starting with ``#``) left out. Raises DataError if the file cannot be read."""
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read ({exc.strerror})") from exc
+    return [(n, raw) for n, raw in enumerate(lines, 1)
+            if raw.strip() and not (comments and raw.startswith("#"))]
+
+
 def read_labelled(path: str | Path, label_field: str = "label") -> list[Example]:
     """Read a labelled JSONL file (blank lines skipped).
 
@@ -55,14 +66,8 @@ def read_labelled(path: str | Path, label_field: str = "label") -> list[Example]
         DataError: unreadable file, bad line, or a line without ``label_field`` (named by line).
     """
     p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DataError(f"{p}: cannot read ({exc.strerror})") from exc
     out = []
-    for n, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
+    for n, raw in _numbered_lines(p):
         obj = parse_jsonl_line(raw, n, str(p))
         if label_field not in obj:
             raise DataError(f"{p}:{n}: label field {label_field!r} not found (fields: {', '.join(sorted(obj))})")
@@ -88,14 +93,8 @@ def read_passages(path: str | Path) -> list[tuple[str, str]]:
             passages at all (named by file and line).
     """
     p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DataError(f"{p}: cannot read ({exc.strerror})") from exc
     out = []
-    for n, raw in enumerate(lines, 1):
-        if not raw.strip() or raw.startswith("#"):
-            continue
+    for n, raw in _numbered_lines(p, comments=True):
         parts = raw.split("\t")
         if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
             raise DataError(f"{p}:{n}: expected 'service_id<TAB>passage'")
