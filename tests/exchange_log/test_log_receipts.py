@@ -199,7 +199,7 @@ def test_http_receipt_endpoint(log):
         r3 = httpx.get(f"{base}/v1/receipts/not-a-real-id", headers={"x-client": other})
         assert r2.status_code == r3.status_code == 404
         assert r2.json() == r3.json()
-        assert r2.json()["error"]["code"] == "receipt_not_found" and "‌" in r2.json()["error"]["message_fa"]
+        assert r2.json()["error"]["code"] == "receipt_not_found" and "شناسهٔ" in r2.json()["error"]["message_fa"]
         assert httpx.get(f"{base}/v1/receipts/{ex.request_id}").status_code == 401
         assert httpx.get(f"{base}/v1/receipts/bad%20id", headers={"x-client": other}).status_code == 400
         assert httpx.get(f"{base}/v1/receipts/{'x' * 129}", headers={"x-client": other}).status_code == 400

@@ -208,17 +208,18 @@ def cmd_run(args) -> int:
                 console.print(f"[red]{child.name} did not come up; see {child.log_path}[/red]")
             return 1
         rasht_key = keys.get("bank-melli-rasht", "")
-        curl = (f'curl -s -H "X-Api-Key: {rasht_key}" -H "X-Caller-Province: IR-01" '
+        curl = (f'curl -si -H "X-Api-Key: {rasht_key}" -H "X-Caller-Province: IR-01" '
                 f'"{gw}/v1/services/transport.traffic-fines/fines?q=12B345-67"')
         console.print(f"gateway:   {gw}   (metrics {gw}/metrics)")
         console.print(f"admin API: {admin}/admin/v1   docs {admin}/admin/docs")
-        console.print(f"dashboard: {admin}/")
+        console.print(f"dashboard: {admin}/   (sign in with the admin token below)")
         console.print(f"admin token{' (new)' if created else ''}: {token}   (also in {var / 'admin-token'})")
-        console.print("\n[bold]Try it[/bold] — traffic fines for a car, asked by a bank in Rasht (Gilan):")
+        console.print("\n[bold]Try it[/bold] — traffic fines for a car, asked by a bank in Rasht (Gilan); the "
+                      "x-zistboom-operator header names the operator that answered:")
         console.print(curl, soft_wrap=True)
         console.print(f'curl -s -H "Authorization: Bearer {token}" "{admin}/admin/v1/licences?status=active&limit=5"',
                       soft_wrap=True)
-        console.print(f"""curl -s -X POST "{gw}/v1/ask" -H "Content-Type: application/json" -d '{{"text": "میخوام خلافی ماشینم رو ببینم"}}'""",
+        console.print(f"""curl -s -X POST "{gw}/v1/ask" -H "Content-Type: application/json" -H "X-Caller-Province: IR-01" -d '{{"text": "میخوام خلافی ماشینم رو ببینم"}}'""",
                       soft_wrap=True)
         # The call the README talks about, and the operator that answered it.
         status, first_op, _ = _one_call(gw, rasht_key, "IR-01", "/v1/services/transport.traffic-fines/fines?q=12B345-67")

@@ -34,8 +34,8 @@ _JSON = (b"content-type", b"application/json; charset=utf-8")
 _MESSAGES = {
     "unauthenticated": ("برای گرفتن رسید، سامانه‌ی درخواست‌کننده باید احراز هویت شود.",
                         "The calling client system must be authenticated to fetch a receipt."),
-    "bad_request_id": ("شناسه‌ی درخواست نامعتبر است.", "The request id is malformed."),
-    "receipt_not_found": ("رسیدی برای این شناسه‌ی درخواست پیدا نشد.", "No receipt for this request id."),
+    "bad_request_id": ("شناسهٔ درخواست نامعتبر است.", "The request id is malformed."),
+    "receipt_not_found": ("رسیدی برای این شناسهٔ درخواست پیدا نشد.", "No receipt for this request id."),
     "receipt_pending": ("رسید هنوز آماده نیست؛ چند ثانیه‌ی دیگر دوباره تلاش کنید.",
                         "The receipt is not ready yet; retry in a few seconds."),
     "log_unavailable": ("دفتر ثبت تبادل‌ها در دسترس نیست؛ کمی بعد دوباره تلاش کنید.",
