@@ -60,6 +60,16 @@ def canonical(obj: dict) -> bytes:
 _ONE_US = timedelta(microseconds=1)
 
 
+def to_us(t: datetime) -> int:
+    """Microseconds since the Unix epoch of an aware datetime (exact integer arithmetic)."""
+    return (t - _EPOCH) // _ONE_US
+
+
+def from_us(us: int) -> datetime:
+    """The aware UTC datetime ``us`` microseconds after the Unix epoch."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
 def time_fields(t: datetime) -> tuple[str, int]:
     """``(ISO 8601 UTC string with microseconds and Z, microseconds since the Unix epoch)``.
 
@@ -67,10 +77,8 @@ def time_fields(t: datetime) -> tuple[str, int]:
     """
     if t.tzinfo is None:
         raise ValueError("exchange time must be timezone-aware UTC")
-    if t.tzinfo is not timezone.utc:
-        t = t.astimezone(timezone.utc)
-    # isoformat of an aware UTC datetime ends in "+00:00"; the log writes "Z".
-    return t.isoformat(timespec="microseconds")[:-6] + "Z", (t - _EPOCH) // _ONE_US
+    us = to_us(t)
+    return iso_from_us(us), us
 
 
 def _us(ms: float) -> int:
@@ -86,7 +94,7 @@ def pack_exchange(ex: Exchange) -> tuple:
     t = ex.time
     if t.tzinfo is None:
         raise ValueError("exchange time must be timezone-aware UTC")
-    return (ex.request_id, (t - _EPOCH) // _ONE_US, ex.client_id, ex.service_id, ex.operation, ex.operator_id,
+    return (ex.request_id, to_us(t), ex.client_id, ex.service_id, ex.operation, ex.operator_id,
             ex.caller_province, ex.method, ex.path, ex.status, ex.latency_ms,
             [(a.operator_id, a.outcome, a.status, a.latency_ms) for a in ex.attempts],
             ex.gateway_error, ex.request_digest, ex.response_digest, ex.request_body, ex.response_body)

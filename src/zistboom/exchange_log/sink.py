@@ -38,7 +38,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
@@ -47,7 +47,7 @@ from sqlalchemy import text
 from zistboom.exchange_log import merkle
 from zistboom.exchange_log.keys import LogSigner, key_path, load_or_create_signer
 from zistboom.exchange_log.models import NODE_MIN_LEVEL, LogKey
-from zistboom.exchange_log.record import Encoded, encode_exchange, encode_gap, encode_packed
+from zistboom.exchange_log.record import Encoded, encode_exchange, encode_gap, encode_packed, from_us
 from zistboom.exchange_log.spill import SpillFile
 from zistboom.exchange_log.store import ExchangeLogStore
 from zistboom.gateway.events import Exchange, ProbeResult
@@ -56,9 +56,6 @@ from zistboom.registry.db import make_engine
 log = logging.getLogger(__name__)
 
 DURABILITY_WINDOW_MS = 250
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass
@@ -155,8 +152,7 @@ class ExchangeLogSink:
         if room > 0:
             q.extend(packed[:room])
         rest = packed[max(room, 0):]
-        self._note_dropped(len(rest), "queue_full", _EPOCH + timedelta(microseconds=rest[0][1]),
-                           _EPOCH + timedelta(microseconds=rest[-1][1]))
+        self._note_dropped(len(rest), "queue_full", from_us(rest[0][1]), from_us(rest[-1][1]))
 
     def on_probe(self, probe: ProbeResult) -> None:
         """Health checks are not logged here (monitoring keeps them)."""

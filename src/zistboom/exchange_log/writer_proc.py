@@ -34,10 +34,10 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import asdict
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
-from zistboom.exchange_log.record import pack_exchange
+from zistboom.exchange_log.record import from_us, pack_exchange, to_us
 from zistboom.gateway.events import Exchange, ProbeResult
 
 # Kept light on purpose: the child must be reading its pipe within a few milliseconds of starting
@@ -46,8 +46,6 @@ from zistboom.gateway.events import Exchange, ProbeResult
 
 log = logging.getLogger(__name__)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_ONE_US = timedelta(microseconds=1)
 _LEN = struct.Struct("<I")
 
 
@@ -100,7 +98,7 @@ class ProcessExchangeLogSink:
         return bool(self._child_stats.get("admits_traffic", True))
 
     def _note_dropped(self, n: int, reason: str, when: datetime | None) -> None:
-        us = ((when or datetime.now(timezone.utc)) - _EPOCH) // _ONE_US
+        us = to_us(when or datetime.now(timezone.utc))
         with self._lock:
             d = self._drop
             if d[0] == 0:
@@ -340,8 +338,7 @@ def _child(db_url: str, cfg_json: str) -> int:
                 sink._wake.set()
         elif kind == "d":
             _, n_dropped, reason, first_us, last_us = msg
-            sink._note_dropped(n_dropped, reason, _EPOCH + timedelta(microseconds=first_us),
-                               _EPOCH + timedelta(microseconds=last_us))
+            sink._note_dropped(n_dropped, reason, from_us(first_us), from_us(last_us))
         elif kind == "f":
             sink.wait_ready(60)
             sink.flush(60)
