@@ -44,15 +44,31 @@ def migrated_sqlite(tmp: Path) -> str:
     return url
 
 
+def gateway_like(i: int):
+    """:func:`make_exchange` as the gateway emits it: digests not computed, ``digest_input`` set
+    (forwarded request headers as the gateway sends them to an operator, an operator's JSON answer)."""
+    ex = make_exchange(i)
+    rid = ex.request_id.encode()
+    req_h = [(b"host", b"127.0.0.1:8080"), (b"user-agent", b"wrk"), (b"accept", b"*/*"),
+             (b"x-forwarded-for", b"127.0.0.1"), (b"x-request-id", rid), (b"x-zistboom-client", b"client-1"),
+             (b"x-zistboom-caller-province", b"IR-23")]
+    resp_h = [(b"content-type", b"application/json"), (b"content-length", b"41"), (b"x-zistboom-operator", b"op-a"),
+              (b"x-request-id", rid)]
+    ex.request_digest = ex.response_digest = ""
+    ex.digest_input = (ex.method, ex.path, req_h, b"", 200, resp_h, b'{"ok": true, "amount": 1250000, "n": %d}' % i)
+    return ex
+
+
 def bench_writer(tmp: Path, n: int, sth_every: int) -> tuple[float, str]:
     """Queue ``n`` exchanges in the packed form the writer process receives from the gateway
-    (:func:`~zistboom.exchange_log.record.pack_exchange`), then time the writer storing all of them
-    (encode, leaf hash, Merkle frontier, batched INSERT, signed tree heads) on one core."""
+    (:func:`~zistboom.exchange_log.record.pack_exchange` with deferred digests), then time the writer
+    storing all of them (request/response digests, encode, leaf hash, Merkle frontier, batched
+    INSERT, signed tree heads) on one core."""
     from zistboom.exchange_log.record import pack_exchange
     from zistboom.exchange_log.sink import make_sink
 
     url = migrated_sqlite(tmp)
-    packed = [pack_exchange(make_exchange(i)) for i in range(n)]
+    packed = [pack_exchange(gateway_like(i), defer_digests=True) for i in range(n)]
     sink = make_sink(url, SimpleNamespace(var_dir=tmp / "var"), queue_max=n + 1, batch_max=5000,
                      sth_every_records=sth_every, high_water=1.0, mode="thread")
     sink.on_packed(packed)
@@ -90,7 +106,7 @@ def bench_gateway_side(tmp: Path, n: int) -> tuple[float, float]:
     from zistboom.exchange_log.sink import make_sink
 
     url = migrated_sqlite(tmp)
-    exs = [make_exchange(i) for i in range(n)]
+    exs = [gateway_like(i) for i in range(n)]
     sink = make_sink(url, SimpleNamespace(var_dir=tmp / "var"), queue_max=n + 1)
     sink.start()
     sink.wait_ready(60)

@@ -193,3 +193,53 @@ def test_on_packed_queues_up_to_room_and_counts_the_rest(tmp_path, exchange_fact
     assert sink.counters["dropped"] == 3
     assert sink._gap_n == 3 and sink._gap_reasons == {"queue_full": 3}
     sink.store.engine.dispose()
+
+
+def test_deferred_digests_hash_in_the_writer_to_the_same_record():
+    """The gateway sets only ``digest_input``; shipped through ``marshal`` (as to the writer process)
+    with ``defer_digests``, the writer's record is the same as with digests computed in place."""
+    import copy
+    import marshal
+
+    from zistboom.exchange_log.digest import request_digest, response_digest
+    from zistboom.exchange_log.record import encode_packed, pack_exchange
+    from zistboom.exchange_log.writer_proc import _hashed
+    from zistboom.gateway.events import Attempt, Exchange
+
+    req_h = [(b"content-type", b"application/json"), (b"x-request-id", b"r-9"), (b"x-api-key", b"k")]
+    resp_h = [(b"Content-Type", b"application/json"), (b"content-length", b"2")]
+    ex = Exchange("r-9", datetime(2026, 11, 30, 1, 2, 3, 456789, tzinfo=timezone.utc), "c1", "fines", "GET",
+                  "op-a", "THR", "POST", "/x", 200, 1.25, [Attempt("op-a", "ok", 200, 1.0)],
+                  digest_input=("POST", "/x", req_h, b"{}", 200, resp_h, b"ok"))
+    eager = copy.copy(ex)
+    assert eager.digests() == (request_digest("POST", "/x", req_h, b"{}"), response_digest(200, resp_h, b"ok"))
+    assert eager.digest_input is None and eager.request_digest  # computed once, then kept
+    deferred = pack_exchange(ex, defer_digests=True)
+    assert deferred[13] is None and deferred[17] is not None and ex.request_digest == ""  # nothing hashed here
+    shipped = marshal.loads(marshal.dumps(deferred))
+    assert encode_packed(shipped) == encode_packed(pack_exchange(eager)) == encode_exchange(eager)
+    # the feeder's fallback when marshal refuses the input: hash in the gateway instead
+    assert _hashed(deferred) == pack_exchange(eager)
+
+
+def test_feeder_falls_back_to_hashing_when_marshal_refuses_the_digest_input(tmp_path):
+    import threading
+    from types import SimpleNamespace
+
+    from zistboom.exchange_log.record import pack_exchange
+    from zistboom.exchange_log.writer_proc import ProcessExchangeLogSink
+    from zistboom.gateway.events import Exchange
+
+    class OddStr(str):  # marshal refuses str subclasses (bytes-like objects it takes)
+        pass
+
+    ex = Exchange("r-odd", datetime(2026, 11, 30, tzinfo=timezone.utc), None, None, None, None, None, "GET", "/", 200,
+                  0.5, digest_input=("GET", "/", [(b"x-request-id", OddStr("r-odd"))], b"", 200, [], b""))
+    sink = ProcessExchangeLogSink.__new__(ProcessExchangeLogSink)
+    sent = []
+    sink._send_lock = threading.Lock()
+    sink._proc = SimpleNamespace(stdin=SimpleNamespace(write=sent.append))
+    packed = [pack_exchange(ex, defer_digests=True)]
+    assert sink._send(("x", packed), packed)
+    assert packed[0][13] is not None and packed[0][17] is None
+    assert len(sent) == 1

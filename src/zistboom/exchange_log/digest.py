@@ -78,3 +78,13 @@ def request_digest(method: str, path: str, headers: Iterable[tuple[str | bytes, 
 def response_digest(status: int, headers: Iterable[tuple[str | bytes, str | bytes]], body: bytes) -> str:
     """Lowercase hex SHA-256 of the canonical response (see module docstring)."""
     return _sha256(b"".join((b"RES\n", b"%d\n" % int(status), _header_lines(headers), b"\n", body))).hexdigest()
+
+
+def digests_of(digest_input: tuple) -> tuple[str, str]:
+    """``(request_digest, response_digest)`` of an exchange's ``digest_input`` tuple
+    ``(method, path, request_headers, request_body, status, response_headers, response_body)``
+    (see :class:`zistboom.gateway.events.Exchange`); lists may have been made tuples by ``marshal``
+    round trips, which does not change the digests."""
+    method, path, req_headers, req_body, status, resp_headers, resp_body = digest_input
+    return (request_digest(method, path, req_headers, req_body),
+            response_digest(status, resp_headers, resp_body))

@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 import orjson
 
+from zistboom.exchange_log.digest import digests_of
 from zistboom.gateway.events import Exchange
 
 RECORD_VERSION = 1
@@ -85,19 +86,30 @@ def _us(ms: float) -> int:
     return int(ms * 1000.0 + 0.5) if ms >= 0 else -int(-ms * 1000.0 + 0.5)
 
 
-def pack_exchange(ex: Exchange) -> tuple:
+def pack_exchange(ex: Exchange, defer_digests: bool = False) -> tuple:
     """The exchange as a plain tuple (what the gateway ships to the writer process with
     ``marshal``, and what :func:`encode_packed` encodes): ``(request_id, time_us, client_id,
     service_id, operation, operator_id, caller_province, method, path, status, latency_ms,
     [(operator_id, outcome, status, latency_ms), ...], gateway_error, request_digest,
-    response_digest, request_body, response_body)``. Raises ``ValueError`` for a naive time."""
+    response_digest, request_body, response_body, digest_input)``.
+
+    With ``defer_digests`` and an exchange whose digests are not computed yet, both digests are
+    None and ``digest_input`` (see :class:`~zistboom.gateway.events.Exchange`) is carried instead,
+    for :func:`encode_packed` to hash in the writer; otherwise the digests are computed here and
+    ``digest_input`` is None. Raises ``ValueError`` for a naive time."""
     t = ex.time
     if t.tzinfo is None:
         raise ValueError("exchange time must be timezone-aware UTC")
+    if defer_digests and ex.digest_input is not None:
+        req_d = resp_d = None
+        d_in = ex.digest_input
+    else:
+        req_d, resp_d = ex.digests()
+        d_in = None
     return (ex.request_id, to_us(t), ex.client_id, ex.service_id, ex.operation, ex.operator_id,
             ex.caller_province, ex.method, ex.path, ex.status, ex.latency_ms,
             [(a.operator_id, a.outcome, a.status, a.latency_ms) for a in ex.attempts],
-            ex.gateway_error, ex.request_digest, ex.response_digest, ex.request_body, ex.response_body)
+            ex.gateway_error, req_d, resp_d, ex.request_body, ex.response_body, d_in)
 
 
 _iso_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
@@ -124,7 +136,10 @@ def encode_exchange(ex: Exchange) -> Encoded:
 def encode_packed(t: tuple) -> Encoded:
     """Encode an exchange in its :func:`pack_exchange` form (module docstring: record shape)."""
     (request_id, us, client_id, service_id, operation, operator_id, caller_province, method, path, status,
-     latency_ms, attempts_t, gateway_error, request_digest, response_digest, request_body, response_body) = t
+     latency_ms, attempts_t, gateway_error, request_digest, response_digest, request_body, response_body,
+     digest_input) = t
+    if request_digest is None:
+        request_digest, response_digest = digests_of(digest_input)
     q = path.find("?")
     if q >= 0:  # the log never keeps query values
         path = path[:q]

@@ -4,8 +4,10 @@ Why: encoding, hashing, SQL and signing cost about 20 µs of CPU per record; in 
 gateway most of that holds the GIL the gateway's event loop needs. Here the gateway side only
 appends to a bounded deque (``on_exchange``) and a feeder thread ships batches of plain tuples
 (:func:`~zistboom.exchange_log.record.pack_exchange`, ``marshal``, about 2–3 µs per record), which
-the writer encodes as they are, without rebuilding ``Exchange`` objects, over a pipe to ``python -m zistboom.exchange_log.writer_proc``,
-which runs the normal :class:`~zistboom.exchange_log.sink.ExchangeLogSink` writer (queue, batches,
+the writer encodes as they are, without rebuilding ``Exchange`` objects. The request and response
+digests are computed in the child too: the gateway ships their input (method, path, header lists,
+bodies), so it never hashes on its event loop. Frames go over a pipe to
+``python -m zistboom.exchange_log.writer_proc``, which runs the normal :class:`~zistboom.exchange_log.sink.ExchangeLogSink` writer (queue, batches,
 spill file, gap records, signing).
 
 Protocol: parent → child on stdin, frames ``u32 length || marshal(message)``:
@@ -37,6 +39,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+from zistboom.exchange_log.digest import digests_of
 from zistboom.exchange_log.record import from_us, pack_exchange, to_us
 from zistboom.gateway.events import Exchange, ProbeResult
 
@@ -144,8 +147,17 @@ class ProcessExchangeLogSink:
                 if ev is not None:
                     ev.set()
 
-    def _send(self, msg) -> bool:
-        data = marshal.dumps(msg)
+    def _send(self, msg, packed: list | None = None) -> bool:
+        """Write one frame; False when the child is gone. ``packed``: the exchange batch inside
+        ``msg``, whose digest input is replaced by the digests if ``marshal`` refuses it (a header
+        or body of a type other than bytes/str/list/tuple)."""
+        try:
+            data = marshal.dumps(msg)
+        except ValueError:
+            if packed is None:
+                raise
+            packed[:] = [_hashed(t) for t in packed]
+            data = marshal.dumps(msg)
         try:
             with self._send_lock:  # the feeder and flush() both write frames
                 self._proc.stdin.write(_LEN.pack(len(data)) + data)
@@ -184,10 +196,10 @@ class ProcessExchangeLogSink:
                 packed = []
                 for ex in batch:
                     try:
-                        packed.append(pack_exchange(ex))
+                        packed.append(pack_exchange(ex, defer_digests=True))  # hashed in the child
                     except Exception:
                         self._note_dropped(1, "unencodable", None)
-                if not self._send(("x", packed)):
+                if not self._send(("x", packed), packed):
                     self._child_lost(len(packed), batch[0].time if batch else None)
                 self.counters["shipped"] += len(packed)
             self.feeder_cpu_s = time.thread_time()
@@ -263,6 +275,13 @@ class ProcessExchangeLogSink:
         st["admits_traffic"] = self.admits_traffic()
         st["mode"] = "process"
         return st
+
+
+def _hashed(t: tuple) -> tuple:
+    """A packed exchange with its digests computed here instead of in the child."""
+    if t[13] is not None:
+        return t
+    return t[:13] + digests_of(t[17]) + t[15:17] + (None,)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -73,7 +73,6 @@ from typing import Any
 
 import orjson
 
-from zistboom.exchange_log.digest import request_digest, response_digest
 from zistboom.gateway.config import GatewayConfig
 from zistboom.gateway.events import Attempt, Exchange, ExchangeSink, ProbeResult
 from zistboom.gateway.metrics import GatewayMetrics
@@ -626,8 +625,8 @@ class Gateway:
             # left out of operators' availability by monitoring, and the exchange log keeps it
             ex.status, ex.gateway_error = stored.status, "idempotent_replay"
             ex.latency_ms = (time.perf_counter() - t_start) * 1000.0
-            ex.request_digest = request_digest(method, rel_path, [(b"x-request-id", request_id.encode())], b"")
-            ex.response_digest = response_digest(stored.status, out, stored.body)
+            ex.digest_input = (method, rel_path, [(b"x-request-id", request_id.encode())], b"", stored.status, out,
+                               stored.body)
             self._emit(ex)
 
     async def _forward(self, send, request_id: str, ex: Exchange | None, ex_province: str, method: str,
@@ -762,8 +761,7 @@ class Gateway:
             ex.operator_id = answered
             ex.status = resp.status
             ex.latency_ms = (time.perf_counter() - t_start) * 1000.0
-            ex.request_digest = request_digest(method, rel_path, fwd, body)
-            ex.response_digest = response_digest(resp.status, out, rbody)
+            ex.digest_input = (method, rel_path, fwd, body, resp.status, out, rbody)  # hashed off the event loop
             if svc.keep_bodies:
                 ex.request_body = body
                 ex.response_body = rbody
@@ -779,8 +777,7 @@ class Gateway:
             ex.status, ex.gateway_error = st, code
             ex.latency_ms = (time.perf_counter() - t_start) * 1000.0
             rid = [(b"x-request-id", request_id.encode())]
-            ex.request_digest = request_digest(method, rel_path, rid, b"")
-            ex.response_digest = response_digest(st, [_JSON_CT] + rid, body)
+            ex.digest_input = (method, rel_path, rid, b"", st, [_JSON_CT] + rid, body)
             self._emit(ex)
 
     def _finish_metrics(self, service: str, operator: str, province: str, code: str, t_start: float) -> None:

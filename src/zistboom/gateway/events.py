@@ -36,6 +36,14 @@ class Exchange:
     the gateway answered itself). ``gateway_error`` is the gateway's own error code (``no_route``,
     ``forbidden``...) or None. Digests are lowercase hex SHA-256 from ``zistboom.exchange_log.digest``.
     Bodies are only set when the service is configured to keep them (``ServiceInfo.keep_bodies``).
+
+    Digests are computed lazily: the gateway sets ``digest_input`` = ``(method, path,
+    request_headers, request_body, status, response_headers, response_body)`` (header lists of
+    ``(bytes, bytes)``) and leaves ``request_digest``/``response_digest`` empty; :meth:`digests`
+    computes both on first use. Why: hashing costs the gateway's event loop several µs per request,
+    and the process writer ships the input to its own process and hashes there
+    (:mod:`zistboom.exchange_log.writer_proc`). The header lists and bodies must not be changed
+    after the exchange is emitted (the gateway never does).
     """
 
     request_id: str
@@ -55,6 +63,17 @@ class Exchange:
     response_digest: str = ""
     request_body: bytes | None = None
     response_body: bytes | None = None
+    digest_input: tuple | None = None
+
+    def digests(self) -> tuple[str, str]:
+        """``(request_digest, response_digest)``, computed from ``digest_input`` on first call (then
+        ``digest_input`` is cleared and the fields hold the hex digests)."""
+        if self.digest_input is not None:
+            from zistboom.exchange_log.digest import digests_of  # noqa: PLC0415 - the gateway has no import-time dependency on it
+
+            self.request_digest, self.response_digest = digests_of(self.digest_input)
+            self.digest_input = None
+        return self.request_digest, self.response_digest
 
     @property
     def failovers(self) -> int:
