@@ -243,3 +243,22 @@ def test_feeder_falls_back_to_hashing_when_marshal_refuses_the_digest_input(tmp_
     assert sink._send(("x", packed), packed)
     assert packed[0][13] is not None and packed[0][17] is None
     assert len(sent) == 1
+
+
+def test_widen_pipe_grows_the_kernel_buffer_best_effort():
+    import fcntl
+    import os
+
+    from zistboom.exchange_log.writer_proc import _widen_pipe
+
+    r, w = os.pipe()
+    try:
+        before = fcntl.fcntl(w, 1032)  # F_GETPIPE_SZ
+        _widen_pipe(w, 1 << 20)
+        after = fcntl.fcntl(w, 1032)
+        cap = int(open("/proc/sys/fs/pipe-max-size").read())
+        assert after == (1 << 20 if os.geteuid() == 0 else max(before, min(1 << 20, cap)))
+        _widen_pipe(-1)  # a bad descriptor is ignored, never raised
+    finally:
+        os.close(r)
+        os.close(w)
