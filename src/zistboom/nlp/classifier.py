@@ -21,6 +21,10 @@ grouped cross-validation as ``C`` (grid :data:`PRIOR_GRID`, 0 included, so the p
 when it helps out of fold). The prior is not a linear function of the E5 vector (max over a
 service's passages, per-request z-score), and it is fixed rather than learned from the few
 training rows per service, which is why it adds something the logistic head does not already have.
+How a service's cosines are pooled is ``prior_pool``: ``max`` (the default and the recipe), or the
+mean of the best two / three (``top2``, ``top3``) or a log-mean-exp at temperature :data:`LSE_TAU`
+(``lse``); grouped CV on train preferred ``max`` with 5 and with 15 passages per service
+(``bench/nlp.py --cv-prior``, figures in bench/README.md).
 
 Saved models are a directory holding ``meta.json`` and ``head.npz`` (plain arrays, no pickle, so
 loading a model directory never runs code); a ``tfidf`` model also stores its training texts in
@@ -42,9 +46,11 @@ from zistboom.text.normalize import normalize_for_model
 
 NONE_LABEL = "none"
 SEED = 13
-FORMAT_VERSION = 3  # 3: optional retrieval prior (passages, passage_labels, prior_weight)
+FORMAT_VERSION = 4  # 3: optional retrieval prior (passages, passage_labels, prior_weight); 4: + prior_pool
 C_GRID = (0.05, 0.2, 1.0)
 PRIOR_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
+PRIOR_POOLS = ("max", "top2", "top3", "lse")  # how a service's passage cosines are pooled (retrieval_scores)
+LSE_TAU = 0.02  # temperature of the "lse" pooling (cosines of E5 passages differ by ~0.01-0.1)
 CV_FOLDS = 5
 
 
@@ -86,7 +92,8 @@ class ServiceClassifier:
     def __init__(self, encoder: Encoder, labels: list[str], mean: np.ndarray, scale: np.ndarray,
                  coef: np.ndarray, intercept: np.ndarray, temperature: float = 1.0,
                  threshold: float = 0.0, meta: dict | None = None, *, passages: np.ndarray | None = None,
-                 passage_labels: Sequence[str] | None = None, prior_weight: float = 0.0) -> None:
+                 passage_labels: Sequence[str] | None = None, prior_weight: float = 0.0,
+                 prior_pool: str = "max") -> None:
         self.encoder = encoder
         self.labels = list(labels)
         self.mean, self.scale, self.coef, self.intercept = mean, scale, coef, intercept
@@ -95,6 +102,9 @@ class ServiceClassifier:
         self.meta = dict(meta or {})
         self._none_idx = self.labels.index(NONE_LABEL) if NONE_LABEL in self.labels else None
         self.prior_weight = float(prior_weight)
+        if prior_pool not in PRIOR_POOLS:
+            raise ValueError(f"unknown prior_pool {prior_pool!r} (one of {PRIOR_POOLS})")
+        self.prior_pool = prior_pool
         self._set_passages(passages, passage_labels)
 
     def _set_passages(self, passages: np.ndarray | None, passage_labels: Sequence[str] | None) -> None:
@@ -117,6 +127,7 @@ class ServiceClassifier:
         self.passage_labels = [passage_labels[i] for i in order]
         self._prior_cols = np.asarray([self.labels.index(sv) for sv in services], np.intp)
         self._prior_starts = np.asarray([self.passage_labels.index(sv) for sv in services], np.intp)
+        self._prior_ends = np.append(self._prior_starts[1:], len(self.passage_labels))
 
     def retrieval_scores(self, e5: np.ndarray) -> np.ndarray | None:
         """Per-request z-scored best passage cosine of each service, ``(n, n_services)`` float64
@@ -129,7 +140,19 @@ class ServiceClassifier:
             return None
         e5 = np.atleast_2d(np.asarray(e5))
         sims = e5[:, : self.passages.shape[1]].astype(np.float64) @ self._passages_t
-        best = np.maximum.reduceat(sims, self._prior_starts, axis=1)
+        if self.prior_pool == "max":
+            best = np.maximum.reduceat(sims, self._prior_starts, axis=1)
+        else:  # "topK": mean of the service's K best cosines (all if fewer); "lse": tau * log-mean-exp(cos / tau)
+            best = np.empty((sims.shape[0], len(self._prior_starts)))
+            k = {"top2": 2, "top3": 3}.get(self.prior_pool)
+            for j, (a, b) in enumerate(zip(self._prior_starts, self._prior_ends)):
+                block = sims[:, a:b]
+                if k is None:
+                    m = block.max(axis=1, keepdims=True)
+                    best[:, j] = (m + LSE_TAU * np.log(np.exp((block - m) / LSE_TAU).mean(axis=1, keepdims=True)))[:, 0]
+                else:
+                    kk = min(k, b - a)
+                    best[:, j] = np.partition(block, b - a - kk, axis=1)[:, -kk:].mean(axis=1)
         sd = best.std(axis=1, keepdims=True)
         return (best - best.mean(axis=1, keepdims=True)) / np.where(sd > 0, sd, 1.0)
 
@@ -150,7 +173,7 @@ class ServiceClassifier:
               folds: int = CV_FOLDS, train_vectors: np.ndarray | None = None,
               dev_vectors: np.ndarray | None = None, passages: Sequence[tuple[str, str]] | None = None,
               passage_vectors: np.ndarray | None = None, prior_grid: Sequence[float] = PRIOR_GRID,
-              styles: Sequence[str | None] | None = None) -> "ServiceClassifier":
+              styles: Sequence[str | None] | None = None, prior_pool: str = "max") -> "ServiceClassifier":
         """Train the head on ``texts``/``labels``; tune C, temperature and threshold on train.
 
         Tuning never looks at dev: ``C`` is the value of ``c_grid`` with the best out-of-fold
@@ -171,11 +194,12 @@ class ServiceClassifier:
         smaller C, then the smaller weight); the temperature is fitted on the out-of-fold logits
         before and again after adding the prior. ``meta`` records ``prior_weight_cv`` and
         ``cv_macro_f1_no_prior``. ``styles`` (optional, one per row) adds out-of-fold accuracy
-        per style to ``meta`` (``cv_accuracy_by_style``, decisions as at inference).
+        per style to ``meta`` (``cv_accuracy_by_style``, decisions as at inference). ``prior_pool``
+        pools a service's passage cosines (:data:`PRIOR_POOLS`; saved with the model).
 
         Raises:
-            ValueError: fewer than two distinct labels, lengths differ, or passages with an
-                encoder that has no E5 part.
+            ValueError: fewer than two distinct labels, lengths differ, passages with an
+                encoder that has no E5 part, or an unknown ``prior_pool``.
         """
         from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
 
@@ -229,7 +253,8 @@ class ServiceClassifier:
         cv_f1 = best[0] if best else None
         probe = cls(enc, classes, np.zeros(1), np.ones(1), np.zeros(1), np.zeros(1),
                     passages=passage_vectors if passages else None,
-                    passage_labels=[lab for lab, _ in passages] if passages else None, prior_weight=1.0)
+                    passage_labels=[lab for lab, _ in passages] if passages else None, prior_weight=1.0,
+                    prior_pool=prior_pool)
         z_prior = probe._prior_logits(X) if best else None  # (n, n_labels), weight 1
         prior = (0.0, 1.0)  # (weight on temperature-scaled logits, temperature before the prior)
         if z_prior is not None:
@@ -251,7 +276,7 @@ class ServiceClassifier:
         model = cls(enc, [str(x) for x in lr.classes_], scaler.mean_.astype(np.float32),
                     scaler.scale_.astype(np.float32), coef.astype(np.float32), intercept.astype(np.float32),
                     passages=passage_vectors if passages else None,
-                    passage_labels=[lab for lab, _ in passages] if passages else None)
+                    passage_labels=[lab for lab, _ in passages] if passages else None, prior_pool=prior_pool)
         report: dict = {"C": c, "c_grid": list(c_grid), "cv_folds": len(splits), "cv_macro_f1": cv_f1}
         if z_prior is not None:
             report.update({"prior_weight_cv": prior[0], "prior_grid": sorted(set(prior_grid) | {0.0}),
@@ -396,6 +421,7 @@ class ServiceClassifier:
         meta = {k: v for k, v in self.meta.items() if not k.startswith("_")}
         meta.update({"labels": self.labels, "temperature": self.temperature, "threshold": self.threshold,
                      "encoder": self.encoder.name, "format": FORMAT_VERSION, "prior_weight": self.prior_weight,
+                     "prior_pool": self.prior_pool,
                      "passage_labels": self.passage_labels})
         arrays = {"mean": self.mean, "scale": self.scale, "coef": self.coef, "intercept": self.intercept}
         if self.passages is not None:
@@ -420,8 +446,10 @@ class ServiceClassifier:
             arrays = np.load(d / "head.npz", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise ModelFormatError(f"not a zistboom nlp model directory: {d} ({exc})") from exc
-        if meta.get("format") not in (2, FORMAT_VERSION):  # 2: the same head without the prior
+        if meta.get("format") not in (2, 3, FORMAT_VERSION):  # 2: no prior; 3: prior pooled by max
             raise ModelFormatError(f"unknown model format {meta.get('format')!r} in {d}")
+        if meta.get("prior_pool", "max") not in PRIOR_POOLS:
+            raise ModelFormatError(f"unknown prior_pool {meta.get('prior_pool')!r} in {d}")
         enc = encoder or get_encoder(meta["encoder"])
         if enc.needs_fit:
             enc.fit(json.loads((d / "tfidf_texts.json").read_text(encoding="utf-8")))
@@ -429,7 +457,7 @@ class ServiceClassifier:
         return cls(enc, meta["labels"], arrays["mean"], arrays["scale"], arrays["coef"], arrays["intercept"],
                    meta["temperature"], meta["threshold"], meta, passages=passages,
                    passage_labels=meta.get("passage_labels") if passages is not None else None,
-                   prior_weight=meta.get("prior_weight", 0.0))
+                   prior_weight=meta.get("prior_weight", 0.0), prior_pool=meta.get("prior_pool", "max"))
 
 
 def _e5_part(encoder: Encoder):
