@@ -222,12 +222,11 @@ def test_deferred_digests_hash_in_the_writer_to_the_same_record():
     assert _hashed(deferred) == pack_exchange(eager)
 
 
-def test_feeder_falls_back_to_hashing_when_marshal_refuses_the_digest_input(tmp_path):
-    import threading
-    from types import SimpleNamespace
+def test_gateway_side_falls_back_to_hashing_when_marshal_refuses_the_digest_input():
+    import marshal
 
     from zistboom.exchange_log.record import pack_exchange
-    from zistboom.exchange_log.writer_proc import ProcessExchangeLogSink
+    from zistboom.exchange_log.writer_proc import _marshal_packed
     from zistboom.gateway.events import Exchange
 
     class OddStr(str):  # marshal refuses str subclasses (bytes-like objects it takes)
@@ -235,14 +234,19 @@ def test_feeder_falls_back_to_hashing_when_marshal_refuses_the_digest_input(tmp_
 
     ex = Exchange("r-odd", datetime(2026, 11, 30, tzinfo=timezone.utc), None, None, None, None, None, "GET", "/", 200,
                   0.5, digest_input=("GET", "/", [(b"x-request-id", OddStr("r-odd"))], b"", 200, [], b""))
-    sink = ProcessExchangeLogSink.__new__(ProcessExchangeLogSink)
-    sent = []
-    sink._send_lock = threading.Lock()
-    sink._proc = SimpleNamespace(stdin=SimpleNamespace(write=sent.append))
-    packed = [pack_exchange(ex, defer_digests=True)]
-    assert sink._send(("x", packed), packed)
-    assert packed[0][13] is not None and packed[0][17] is None
-    assert len(sent) == 1
+    t = marshal.loads(_marshal_packed(pack_exchange(ex, defer_digests=True)))
+    assert t[13] is not None and t[17] is None  # hashed in the gateway instead
+    assert encode_packed_eq(t, ex)
+    plain = Exchange("r-ok", ex.time, None, None, None, None, None, "GET", "/", 200, 0.5,
+                     digest_input=("GET", "/", [(b"x-request-id", b"r-ok")], b"", 200, [], b""))
+    t2 = marshal.loads(_marshal_packed(pack_exchange(plain, defer_digests=True)))
+    assert t2[13] is None and t2[17] is not None  # the usual case: deferred to the writer
+
+
+def encode_packed_eq(t: tuple, ex) -> bool:
+    from zistboom.exchange_log.record import encode_packed, pack_exchange
+
+    return encode_packed(t) == encode_packed(pack_exchange(ex))
 
 
 def test_widen_pipe_grows_the_kernel_buffer_best_effort():

@@ -1,17 +1,18 @@
 """The exchange-log writer in a child process.
 
-Why: encoding, hashing, SQL and signing cost about 20 µs of CPU per record; in a thread of the
-gateway most of that holds the GIL the gateway's event loop needs. Here the gateway side only
-appends to a bounded deque (``on_exchange``) and a feeder thread ships batches of plain tuples
-(:func:`~zistboom.exchange_log.record.pack_exchange`, ``marshal``, about 2–3 µs per record), which
-the writer encodes as they are, without rebuilding ``Exchange`` objects. The request and response
-digests are computed in the child too: the gateway ships their input (method, path, header lists,
-bodies), so it never hashes on its event loop. Frames go over a pipe to
-``python -m zistboom.exchange_log.writer_proc``, which runs the normal :class:`~zistboom.exchange_log.sink.ExchangeLogSink` writer (queue, batches,
-spill file, gap records, signing).
+Why: digests, encoding, hashing, SQL and signing cost 15-20 µs of CPU per record; in a thread of
+the gateway most of that holds the GIL the gateway's event loop needs. Here the gateway side only
+packs each finished exchange into a plain tuple
+(:func:`~zistboom.exchange_log.record.pack_exchange`, digests deferred) and marshals it (``on_exchange``,
+~1-1.5 µs, appended to a bounded deque as bytes), and a feeder thread ships lists of those bytes
+over a pipe to ``python -m zistboom.exchange_log.writer_proc``. The child computes the request and
+response digests from the shipped input (method, path, header lists, bodies) and runs the normal
+:class:`~zistboom.exchange_log.sink.ExchangeLogSink` writer (queue, batches, spill file, gap
+records, signing) on the tuples as they are, without rebuilding ``Exchange`` objects.
 
 Protocol: parent → child on stdin, frames ``u32 length || marshal(message)``:
-``("x", [exchange tuples])``, ``("d", n, reason, first_us, last_us)`` (records the parent dropped),
+``("y", [marshal(exchange tuple), ...])``,
+``("d", n, reason, first_us, last_us)`` (records the parent dropped),
 ``("f", token)`` (flush request), ``("c",)`` (close). Child → parent on stdout, JSON lines:
 ``{"stats": {...}}`` every 100 ms, ``{"flushed": token}``, ``{"closed": true, "stats": {...}}``.
 
@@ -82,17 +83,28 @@ class ProcessExchangeLogSink:
     # -- gateway side --------------------------------------------------------------------------
 
     def on_exchange(self, exchange: Exchange) -> None:
-        """Queue one finished exchange (≈0.2 µs); drops it, counted, when the queue is full."""
+        """Queue one finished exchange as its marshalled packed tuple (≈1-1.5 µs); drops it,
+        counted, when the queue is full or it cannot be packed.
+
+        Why bytes and not the ``Exchange``: queued objects live ~50 ms (one ship interval), and
+        ~20 container objects per exchange (the event, its attempts, the header lists of its
+        digest input) kept the cyclic GC busy: measured under wrk (2026-11-30) the gateway's
+        event-loop thread spent ~4 µs more per request with the collector on than off. A bytes
+        object is not tracked by the GC. Packing here, right after the response, also finds the
+        data in cache; a feeder thread that packed and marshalled cost 4.4-4.8 µs per record."""
         try:
             q = self._q
             if len(q) < self._qmax:
-                q.append(exchange)
+                q.append(_marshal_packed(pack_exchange(exchange, defer_digests=True)))
                 if len(q) == 2000:
                     self._wake.set()  # a burst: ship now rather than at the next interval
             else:
                 self._note_dropped(1, "queue_full", exchange.time)
-        except Exception:  # pragma: no cover - never break the gateway
-            pass
+        except Exception:  # never break the gateway; the loss is counted and signed as a gap
+            try:
+                self._note_dropped(1, "unencodable", None)
+            except Exception:  # pragma: no cover
+                pass
 
     def on_probe(self, probe: ProbeResult) -> None:
         """Health checks are not logged here (monitoring keeps them)."""
@@ -148,17 +160,9 @@ class ProcessExchangeLogSink:
                 if ev is not None:
                     ev.set()
 
-    def _send(self, msg, packed: list | None = None) -> bool:
-        """Write one frame; False when the child is gone. ``packed``: the exchange batch inside
-        ``msg``, whose digest input is replaced by the digests if ``marshal`` refuses it (a header
-        or body of a type other than bytes/str/list/tuple)."""
-        try:
-            data = marshal.dumps(msg)
-        except ValueError:
-            if packed is None:
-                raise
-            packed[:] = [_hashed(t) for t in packed]
-            data = marshal.dumps(msg)
+    def _send(self, msg) -> bool:
+        """Write one frame; False when the child is gone."""
+        data = marshal.dumps(msg)
         try:
             with self._send_lock:  # the feeder and flush() both write frames
                 self._proc.stdin.write(_LEN.pack(len(data)) + data)
@@ -194,15 +198,9 @@ class ProcessExchangeLogSink:
             while q:
                 n = min(len(q), 1000)
                 batch = [q.popleft() for _ in range(n)]
-                packed = []
-                for ex in batch:
-                    try:
-                        packed.append(pack_exchange(ex, defer_digests=True))  # hashed in the child
-                    except Exception:
-                        self._note_dropped(1, "unencodable", None)
-                if not self._send(("x", packed), packed):
-                    self._child_lost(len(packed), batch[0].time if batch else None)
-                self.counters["shipped"] += len(packed)
+                if not self._send(("y", batch)):  # a list of bytes: marshal copies, nothing to walk
+                    self._child_lost(len(batch), from_us(marshal.loads(batch[0])[1]))
+                self.counters["shipped"] += len(batch)
             self.feeder_cpu_s = time.thread_time()
             if stopping:
                 break
@@ -298,6 +296,15 @@ def _hashed(t: tuple) -> tuple:
     return t[:13] + digests_of(t[17]) + t[15:17] + (None,)
 
 
+def _marshal_packed(t: tuple) -> bytes:
+    """``marshal`` bytes of a packed exchange; when marshal refuses its digest input (a header or
+    body of a type other than bytes/str/list/tuple), the digests are computed here instead."""
+    try:
+        return marshal.dumps(t)
+    except ValueError:
+        return marshal.dumps(_hashed(t))
+
+
 # ---------------------------------------------------------------------------------------------
 # child side
 
@@ -365,8 +372,9 @@ def _child(db_url: str, cfg_json: str) -> int:
             continue
         msg = marshal.loads(frames.popleft())
         kind = msg[0]
-        if kind == "x":
-            sink.on_packed(msg[1])  # tuples stay tuples: encoded straight from this form
+        if kind == "y":  # one marshalled packed exchange per element
+            loads = marshal.loads
+            sink.on_packed([loads(b) for b in msg[1]])  # tuples stay tuples: encoded straight from this form
             if len(sink._q) >= sink.cfg.batch_max:
                 sink._wake.set()
         elif kind == "d":
