@@ -266,3 +266,31 @@ def test_widen_pipe_grows_the_kernel_buffer_best_effort():
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_on_packed_takes_marshal_bytes_like_tuples(tmp_path, exchange_factory):
+    """The writer process queues the marshalled records it receives; they are stored exactly as the
+    tuples would be, and the ones over the queue's room are counted with their own times."""
+    import marshal
+    from types import SimpleNamespace
+
+    from zistboom.exchange_log.record import encode_packed, pack_exchange
+    from zistboom.exchange_log.sink import make_sink
+    from zistboom.exchange_log.store import ExchangeLogStore
+    from zistboom.registry.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'z.db'}"
+    upgrade(url)
+    exs = [exchange_factory(i) for i in range(8)]
+    sink = make_sink(url, SimpleNamespace(var_dir=tmp_path / "var"), queue_max=5, mode="thread")
+    sink.on_packed([marshal.dumps(pack_exchange(ex)) for ex in exs])
+    assert sink.counters["dropped"] == 3 and sink._gap_first == exs[5].time and sink._gap_last == exs[7].time
+    sink.start()
+    assert sink.wait_ready() and sink.flush(30)
+    sink.close()
+    store = ExchangeLogStore(url)
+    try:
+        for ex in exs[:5]:
+            assert store.find(ex.request_id)["record"] == encode_packed(pack_exchange(ex)).record
+    finally:
+        store.engine.dispose()

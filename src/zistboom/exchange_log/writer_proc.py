@@ -372,9 +372,8 @@ def _child(db_url: str, cfg_json: str) -> int:
             continue
         msg = marshal.loads(frames.popleft())
         kind = msg[0]
-        if kind == "y":  # one marshalled packed exchange per element
-            loads = marshal.loads
-            sink.on_packed([loads(b) for b in msg[1]])  # tuples stay tuples: encoded straight from this form
+        if kind == "y":  # one marshalled packed exchange per element, queued as bytes (see on_packed)
+            sink.on_packed(msg[1])
             if len(sink._q) >= sink.cfg.batch_max:
                 sink._wake.set()
         elif kind == "d":
