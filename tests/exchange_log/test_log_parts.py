@@ -220,6 +220,13 @@ def test_deferred_digests_hash_in_the_writer_to_the_same_record():
     assert encode_packed(shipped) == encode_packed(pack_exchange(eager)) == encode_exchange(eager)
     # the feeder's fallback when marshal refuses the input: hash in the gateway instead
     assert _hashed(deferred) == pack_exchange(eager)
+    # large bodies are hashed at once rather than shipped to the writer
+    from zistboom.exchange_log.record import DEFER_BODY_MAX
+
+    big = copy.copy(ex)
+    big.digest_input = ("POST", "/x", req_h, b"a" * (DEFER_BODY_MAX // 2), 200, resp_h, b"b" * (DEFER_BODY_MAX // 2 + 1))
+    t = pack_exchange(big, defer_digests=True)
+    assert t[13] == request_digest("POST", "/x", req_h, b"a" * (DEFER_BODY_MAX // 2)) and t[17] is None
 
 
 def test_gateway_side_falls_back_to_hashing_when_marshal_refuses_the_digest_input():

@@ -86,6 +86,9 @@ def _us(ms: float) -> int:
     return int(ms * 1000.0 + 0.5) if ms >= 0 else -int(-ms * 1000.0 + 0.5)
 
 
+DEFER_BODY_MAX = 16 * 1024  # bytes of request + response body up to which digests are left to the writer
+
+
 def pack_exchange(ex: Exchange, defer_digests: bool = False) -> tuple:
     """The exchange as a plain tuple (what the gateway ships to the writer process with
     ``marshal``, and what :func:`encode_packed` encodes): ``(request_id, time_us, client_id,
@@ -96,13 +99,15 @@ def pack_exchange(ex: Exchange, defer_digests: bool = False) -> tuple:
     With ``defer_digests`` and an exchange whose digests are not computed yet, both digests are
     None and ``digest_input`` (see :class:`~zistboom.gateway.events.Exchange`) is carried instead,
     for :func:`encode_packed` to hash in the writer; otherwise the digests are computed here and
-    ``digest_input`` is None. Raises ``ValueError`` for a naive time."""
+    ``digest_input`` is None. Bodies larger than :data:`DEFER_BODY_MAX` bytes together are hashed
+    here even with ``defer_digests``: shipping them to the writer would cost more than hashing
+    (``hashlib`` hashes large buffers without the GIL). Raises ``ValueError`` for a naive time."""
     t = ex.time
     if t.tzinfo is None:
         raise ValueError("exchange time must be timezone-aware UTC")
-    if defer_digests and ex.digest_input is not None:
+    d_in = ex.digest_input
+    if defer_digests and d_in is not None and len(d_in[3]) + len(d_in[6]) <= DEFER_BODY_MAX:
         req_d = resp_d = None
-        d_in = ex.digest_input
     else:
         req_d, resp_d = ex.digests()
         d_in = None
