@@ -4,7 +4,7 @@ Why: digests, encoding, hashing, SQL and signing cost 15-20 µs of CPU per recor
 the gateway most of that holds the GIL the gateway's event loop needs. Here the gateway side only
 packs each finished exchange into a plain tuple
 (:func:`~zistboom.exchange_log.record.pack_exchange`, digests deferred) and marshals it (``on_exchange``,
-~1-1.5 µs, appended to a bounded deque as bytes), and a feeder thread ships lists of those bytes
+~1.5-2.6 µs, appended to a bounded deque as bytes), and a feeder thread ships lists of those bytes
 over a pipe to ``python -m zistboom.exchange_log.writer_proc``. The child computes the request and
 response digests from the shipped input (method, path, header lists, bodies) and runs the normal
 :class:`~zistboom.exchange_log.sink.ExchangeLogSink` writer (queue, batches, spill file, gap
@@ -83,7 +83,7 @@ class ProcessExchangeLogSink:
     # -- gateway side --------------------------------------------------------------------------
 
     def on_exchange(self, exchange: Exchange) -> None:
-        """Queue one finished exchange as its marshalled packed tuple (≈1-1.5 µs); drops it,
+        """Queue one finished exchange as its marshalled packed tuple (≈1.5-2.6 µs); drops it,
         counted, when the queue is full or it cannot be packed.
 
         Why bytes and not the ``Exchange``: queued objects live ~50 ms (one ship interval), and
