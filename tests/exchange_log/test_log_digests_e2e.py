@@ -4,6 +4,8 @@ ships the digest input and the writer process hashes it."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import orjson
 import pytest
@@ -36,10 +38,13 @@ def test_stored_digests_match_what_client_and_operator_saw(gateway, log_db_url, 
     # the seeded contract has one operation, GET /fines/{plate}; a GET may carry a body (RFC 9110 §9.3.1)
     r = httpx.request("GET", f"{gw.url}/v1/services/fines/fines/P-1", content=body, headers=headers)
     assert r.status_code == 200, r.text
-    assert sink.flush(30)
     store = ExchangeLogStore(log_db_url)
     try:
-        rec = orjson.loads(store.find(rid)["record"])
+        row, deadline = None, time.monotonic() + 10
+        while row is None and time.monotonic() < deadline:  # emitted just after the response was sent
+            assert sink.flush(30)
+            row = store.find(rid)
+        rec = orjson.loads(row["record"])
     finally:
         store.engine.dispose()
     # the client's side: what it sent (signed headers only, values stripped)

@@ -86,7 +86,11 @@ def _us(ms: float) -> int:
     return int(ms * 1000.0 + 0.5) if ms >= 0 else -int(-ms * 1000.0 + 0.5)
 
 
-DEFER_BODY_MAX = 16 * 1024  # bytes of request + response body up to which digests are left to the writer
+# Bytes of request + response body up to which digests are left to the writer process. Small on
+# purpose: the queues are bounded by count (queue_max each side), so this bounds the memory of a
+# queued record (~2.5 kB at most instead of ~0.5 kB with digests); hashlib hashes larger buffers
+# without the GIL (over 2047 bytes), so hashing them in the gateway holds its loop less.
+DEFER_BODY_MAX = 2048
 
 
 def pack_exchange(ex: Exchange, defer_digests: bool = False) -> tuple:

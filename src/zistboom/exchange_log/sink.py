@@ -48,7 +48,7 @@ from sqlalchemy import text
 from zistboom.exchange_log import merkle
 from zistboom.exchange_log.keys import LogSigner, key_path, load_or_create_signer
 from zistboom.exchange_log.models import NODE_MIN_LEVEL, LogKey
-from zistboom.exchange_log.record import Encoded, encode_exchange, encode_gap, encode_packed, from_us
+from zistboom.exchange_log.record import DEFER_BODY_MAX, Encoded, encode_exchange, encode_gap, encode_packed, from_us
 from zistboom.exchange_log.spill import SpillFile
 from zistboom.exchange_log.store import ExchangeLogStore
 from zistboom.gateway.events import Exchange, ProbeResult
@@ -134,6 +134,9 @@ class ExchangeLogSink:
         try:
             q = self._q
             if len(q) < self._qmax:
+                d_in = exchange.digest_input
+                if d_in is not None and len(d_in[3]) + len(d_in[6]) > DEFER_BODY_MAX:
+                    exchange.digests()  # do not keep large bodies alive in the queue
                 q.append(exchange)
                 if len(q) >= self.cfg.batch_max and not self._wake.is_set():
                     self._wake.set()
@@ -267,6 +270,7 @@ class ExchangeLogSink:
             "writer_alive": bool(self._thread and self._thread.is_alive()),
             "writer_cpu_s": round(self.writer_cpu_s, 3),
             "durability_window_ms": DURABILITY_WINDOW_MS,
+            "mode": "thread",  # the process writer's parent reports "process"
         }
 
     # -- writer thread ---------------------------------------------------------------------------
@@ -341,7 +345,7 @@ class ExchangeLogSink:
                 items.append(encode_packed(loads(ex)) if t is bytes else encode_packed(ex) if t is tuple
                              else encode_exchange(ex))
             except Exception as e:  # malformed exchange: count it so the loss is visible
-                rid = ex[0] if type(ex) is tuple and ex else getattr(ex, "request_id", "?")
+                rid = _request_id_of(ex)
                 self.last_error = f"bad exchange {rid}: {e}"
                 self._note_dropped(1, "unencodable", None)
         if not items:
@@ -551,3 +555,13 @@ def make_sink(db_url: str, settings=None, *, mode: str = "process", **overrides)
 
         return ProcessExchangeLogSink(db_url, cfg)
     raise ValueError("mode must be 'process' or 'thread'")
+
+
+def _request_id_of(ex) -> str:
+    """The request id of a queued exchange in any of its forms, for error messages; ``"?"``."""
+    try:
+        if type(ex) is bytes:
+            ex = marshal.loads(ex)
+        return str(ex[0]) if type(ex) is tuple else str(getattr(ex, "request_id", "?"))
+    except Exception:
+        return "?"

@@ -74,6 +74,7 @@ class ProcessExchangeLogSink:
         self._token = 0
         self._started = False
         self._closed = threading.Event()
+        self._inflight = 0  # 1 while the feeder holds a popped batch it has not written yet
         self.counters = Counter()
         self.feeder_cpu_s = 0.0
         from zistboom.exchange_log.store import ExchangeLogStore
@@ -111,6 +112,16 @@ class ProcessExchangeLogSink:
 
     def admits_traffic(self) -> bool:
         return bool(self._child_stats.get("admits_traffic", True))
+
+    def _restore_drop(self, n: int, reason: str, first_us: int, last_us: int) -> None:
+        """Put back drop counts whose ``("d", ...)`` frame could not be sent (the child died), so
+        the next writer signs them as a gap; not counted again in the stats."""
+        with self._lock:
+            d = self._drop
+            d[1] = first_us if d[0] == 0 or d[1] is None else min(d[1], first_us)
+            d[2] = last_us if d[2] is None else max(d[2], last_us)
+            d[0] += n
+            d[3][reason] += n
 
     def _note_dropped(self, n: int, reason: str, when: datetime | None) -> None:
         us = to_us(when or datetime.now(timezone.utc))
@@ -164,8 +175,11 @@ class ProcessExchangeLogSink:
         """Write one frame; False when the child is gone."""
         data = marshal.dumps(msg)
         try:
+            view = memoryview(_LEN.pack(len(data)) + data)
             with self._send_lock:  # the feeder and flush() both write frames
-                self._proc.stdin.write(_LEN.pack(len(data)) + data)
+                write = self._proc.stdin.write
+                while view:  # an unbuffered pipe write may be partial (a signal, a frame > the pipe)
+                    view = view[write(view):]
             return True
         except (BrokenPipeError, OSError, ValueError):
             return False
@@ -194,13 +208,18 @@ class ProcessExchangeLogSink:
             if pending:
                 for reason, n in pending[3].items():
                     if not self._send(("d", n, reason, pending[1], pending[2])):
+                        self._restore_drop(n, reason, pending[1], pending[2])  # for the next writer
                         self._child_lost(0, None)
             while q:
-                n = min(len(q), 1000)
-                batch = [q.popleft() for _ in range(n)]
-                if not self._send(("y", batch)):  # a list of bytes: marshal copies, nothing to walk
-                    self._child_lost(len(batch), from_us(marshal.loads(batch[0])[1]))
-                self.counters["shipped"] += len(batch)
+                self._inflight = 1  # before popping: flush() waits for a popped, unsent batch too
+                try:
+                    n = min(len(q), 1000)
+                    batch = [q.popleft() for _ in range(n)]
+                    if not self._send(("y", batch)):  # a list of bytes: marshal copies, nothing to walk
+                        self._child_lost(len(batch), from_us(marshal.loads(batch[0])[1]))
+                    self.counters["shipped"] += len(batch)
+                finally:
+                    self._inflight = 0
             self.feeder_cpu_s = time.thread_time()
             if stopping:
                 break
@@ -215,7 +234,7 @@ class ProcessExchangeLogSink:
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is stored (or spilled). True on success."""
         end = time.monotonic() + timeout
-        while self._q and time.monotonic() < end:
+        while (self._q or self._inflight) and time.monotonic() < end:
             self._wake.set()
             time.sleep(0.005)
         self._token += 1

@@ -777,7 +777,8 @@ class Gateway:
             ex.status, ex.gateway_error = st, code
             ex.latency_ms = (time.perf_counter() - t_start) * 1000.0
             rid = [(b"x-request-id", request_id.encode())]
-            ex.digest_input = (method, rel_path, rid, b"", st, [_JSON_CT] + rid, body)
+            sent = body if method != "HEAD" else b""  # the server sends no body to HEAD
+            ex.digest_input = (method, rel_path, rid, b"", st, [_JSON_CT] + rid, sent)
             self._emit(ex)
 
     def _finish_metrics(self, service: str, operator: str, province: str, code: str, t_start: float) -> None:
