@@ -51,6 +51,10 @@ from zistboom.gateway.events import Exchange, ProbeResult
 log = logging.getLogger(__name__)
 
 _LEN = struct.Struct("<I")
+# The writer process stops reading its pipe while this many bytes of frames wait (e.g. while it
+# answers a flush against a slow store), so the gateway's bounded queue, not this process, absorbs
+# a backlog.
+_HELD_MAX = 64 << 20
 
 
 class ProcessExchangeLogSink:
@@ -337,6 +341,8 @@ def _child(db_url: str, cfg_json: str) -> int:
     eof = threading.Event()
     inp = sys.stdin.buffer
 
+    held, held_lock = [0], threading.Lock()  # bytes of frames read but not yet taken
+
     def reader():
         while True:
             head = inp.read(4)
@@ -346,9 +352,11 @@ def _child(db_url: str, cfg_json: str) -> int:
             data = inp.read(n)
             if len(data) < n:
                 break  # torn last frame: the gateway died while writing it
+            with held_lock:
+                held[0] += n
             frames.append(data)
             arrived.set()
-            while len(frames) > 500:
+            while len(frames) > 500 or held[0] > _HELD_MAX:  # beyond it the pipe pushes back
                 time.sleep(0.005)
         eof.set()
         arrived.set()
@@ -389,7 +397,10 @@ def _child(db_url: str, cfg_json: str) -> int:
             arrived.wait(0.05)
             arrived.clear()
             continue
-        msg = marshal.loads(frames.popleft())
+        frame = frames.popleft()
+        with held_lock:
+            held[0] -= len(frame)
+        msg = marshal.loads(frame)
         kind = msg[0]
         if kind == "y":  # one marshalled packed exchange per element, queued as bytes (see on_packed)
             sink.on_packed(msg[1])
