@@ -245,7 +245,7 @@ def bench_gateway(tmp: Path, seconds: float, rounds: int, concurrency: int) -> d
                 c0, w0 = _cpu_s(gw.pid), _children_cpu_s(gw.pid)
                 out = gb.run_load(port, path, concurrency, seconds, key=h.API_KEY)
                 ok = out["requests"] - out.get("errors", 0)
-                c1, w1 = _cpu_s(gw.pid), _children_cpu_s(gw.pid)
+                c1 = _cpu_s(gw.pid)
                 per_req = (c1 - c0) / max(ok, 1) * 1e6
                 res[mode].append(out["rps"])
                 cpu[mode].append(per_req)

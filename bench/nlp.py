@@ -371,7 +371,7 @@ def stage_breakdown(model: ServiceClassifier, texts: list[str], path: str) -> No
     compare = path == "fast" and e5._omp is not None and batch not in (None, 1)
     if path == "fast":
         cal = ", ".join(f"{k} thread{'s' if k > 1 else ''} {v:.2f} ms" for k, v in e5.team_calibration.items())
-        print(f"OpenMP team for one request: {one} (calibrated at load, E5 forward medians: {cal or 'not measured'})")
+        print(f"OpenMP team for one request: {one} (calibrated on the first request, E5 forward medians: {cal or 'not measured'})")
     st: dict[str, list[float]] = {}
 
     def clock(name: str, t0: float) -> float:

