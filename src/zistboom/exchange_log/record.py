@@ -142,8 +142,31 @@ def encode_exchange(ex: Exchange) -> Encoded:
     return encode_packed(pack_exchange(ex))
 
 
+try:  # the native encoder (setup.py; optional): same bytes, ~10x less CPU in the writer
+    from zistboom.exchange_log import _fastrecord
+except ImportError:  # pragma: no cover - built by `pip install -e .` wherever a C compiler exists
+    _fastrecord = None
+    _encode_fast = None
+else:
+    _fastrecord.set_encoded_type(Encoded)
+    _encode_fast = _fastrecord.encode_packed
+
+
 def encode_packed(t: tuple) -> Encoded:
-    """Encode an exchange in its :func:`pack_exchange` form (module docstring: record shape)."""
+    """Encode an exchange in its :func:`pack_exchange` form (module docstring: record shape).
+
+    Uses the native encoder (``_fastrecord.c``) when it is built and the tuple is in its common
+    case, else :func:`encode_packed_py`; both give the same bytes (tested). Raises ``ValueError``,
+    ``TypeError`` or ``orjson.JSONEncodeError`` for a tuple that cannot be a record."""
+    if _encode_fast is not None:
+        enc = _encode_fast(t)
+        if enc is not None:
+            return enc
+    return encode_packed_py(t)
+
+
+def encode_packed_py(t: tuple) -> Encoded:
+    """:func:`encode_packed` in Python: the definition of the record bytes."""
     (request_id, us, client_id, service_id, operation, operator_id, caller_province, method, path, status,
      latency_ms, attempts_t, gateway_error, request_digest, response_digest, request_body, response_body,
      digest_input) = t
