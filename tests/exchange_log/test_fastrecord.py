@@ -122,3 +122,81 @@ def test_declines_kept_bodies_and_bad_floats():
     t[10] = math.nan
     assert fast(tuple(t)) is None
     assert isinstance(_python(tuple(t)), ValueError)
+
+
+# -- the native form: gateway side (pack_native) to writer side (encode_native) -------------------
+
+from datetime import datetime, timedelta, timezone  # noqa: E402
+
+from zistboom.exchange_log.record import encode_queued, queued_request_id, queued_time_us, to_us  # noqa: E402
+from zistboom.gateway.events import Attempt, Exchange  # noqa: E402
+
+pack_native = record._fastrecord.pack_native
+encode_native = record._fastrecord.encode_native
+
+zones = st.sampled_from([timezone.utc, timezone(timedelta(hours=3, minutes=30)), None])
+when = st.builds(lambda d, z: d.replace(tzinfo=z), st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+                 zones)
+attempt_obj = st.builds(Attempt, st.sampled_from(["op-a", "op-b"]) | maybe_text, maybe_text,
+                        st.none() | ints, latency)
+small_body = st.binary(max_size=40) | st.just(b"x" * 2100)
+exchange = st.builds(
+    Exchange, request_id=text, time=when, client_id=maybe_text, service_id=maybe_text, operation=maybe_text,
+    operator_id=maybe_text, caller_province=maybe_text, method=st.sampled_from(["GET", "POST"]) | maybe_text,
+    path=text, status=ints, latency_ms=latency, attempts=st.lists(attempt_obj, max_size=3) | st.just(()),
+    gateway_error=maybe_text, request_digest=st.just("") | text, response_digest=st.just("") | text,
+    request_body=st.none() | st.none() | st.binary(max_size=4), response_body=st.none(),
+    digest_input=st.none() | st.tuples(st.sampled_from(["GET", "put", "Ğet"]), text, headers, small_body, ints,
+                                       headers, small_body))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(ex=exchange)
+def test_native_form_gives_python_bytes_or_declines(ex):
+    """Whatever the gateway hands over, the native form either is declined (the Python packing is
+    used) or decodes in the writer to exactly the record the Python encoder makes of it."""
+    try:
+        want = encode_packed_py(pack_exchange(ex, defer_digests=True))
+    except Exception as e:  # noqa: BLE001
+        want = e
+    data = pack_native(ex)
+    if data is None:
+        return
+    assert not isinstance(want, Exception), f"native form made of what Python rejects: {want!r}"
+    assert tuple(encode_native(data)) == tuple(want)
+    assert tuple(encode_queued(data)) == tuple(want)
+    assert queued_time_us(data) == to_us(ex.time)
+    assert queued_request_id(data) == ex.request_id
+
+
+def test_gateway_exchanges_take_the_native_form():
+    for i in range(200):
+        ex = make_exchange(i)
+        ex.digest_input = (ex.method, ex.path + "?q=1", [(b"X-Request-Id", ex.request_id.encode()), (b"host", b"h")],
+                           b"{}", 200, [(b"content-type", b"application/json")], b'{"ok":1}')
+        want = encode_packed_py(pack_exchange(ex, defer_digests=True))
+        data = pack_native(ex)
+        assert data is not None and data[:1] == b"\x01"
+        assert tuple(encode_native(data)) == tuple(want)
+    ex.digest_input = None  # digests already computed in the gateway: shipped as they are
+    ex.request_digest, ex.response_digest = "a" * 64, "b" * 64
+    assert tuple(encode_native(pack_native(ex))) == tuple(encode_packed_py(pack_exchange(ex)))
+
+
+def test_damaged_native_data_raises_value_error():
+    ex = make_exchange(3)
+    ex.digest_input = (ex.method, ex.path, [], b"", 200, [], b"")
+    data = pack_native(ex)
+    for n in range(len(data)):  # every truncation
+        with pytest.raises(ValueError):
+            encode_native(data[:n])
+    with pytest.raises(ValueError):
+        encode_native(data + b"\x00")
+    for i in range(len(data)):  # any changed byte: a ValueError or some record, never a crash
+        for flip in (0x01, 0x80, 0xFF):
+            bad = bytearray(data)
+            bad[i] ^= flip
+            try:
+                encode_native(bytes(bad))
+            except ValueError:
+                pass

@@ -25,6 +25,8 @@ is visible, never silent.
 
 from __future__ import annotations
 
+import marshal
+import struct
 import uuid
 from datetime import datetime, timedelta, timezone
 from hashlib import sha256
@@ -146,10 +148,56 @@ try:  # the native encoder (setup.py; optional): same bytes, ~10x less CPU in th
     from zistboom.exchange_log import _fastrecord
 except ImportError:  # pragma: no cover - built by `pip install -e .` wherever a C compiler exists
     _fastrecord = None
-    _encode_fast = None
+    _encode_fast = _encode_native = None
+    #: ``pack_native(exchange) -> bytes | None``: the exchange in native form (``_fastrecord.c``),
+    #: or None when it is outside its common case (then use :func:`pack_exchange`).
+    pack_native = None
 else:
-    _fastrecord.set_encoded_type(Encoded)
+    _fastrecord.configure(Encoded, DEFER_BODY_MAX)
     _encode_fast = _fastrecord.encode_packed
+    _encode_native = _fastrecord.encode_native
+    pack_native = _fastrecord.pack_native
+
+_NATIVE_TIME = struct.Struct("<q")
+
+
+def encode_queued(x) -> Encoded:
+    """Encode a queued exchange in any of its forms: the native form (:data:`pack_native`, bytes
+    starting with 0x01), the ``marshal`` bytes of a :func:`pack_exchange` tuple, such a tuple, or
+    an :class:`Exchange`. Raises ``ValueError`` (damaged native data or unencodable exchange),
+    ``TypeError`` or ``orjson.JSONEncodeError``."""
+    t = type(x)
+    if t is bytes:
+        if x[:1] == b"\x01":  # marshal data never starts with 0x01 (no such type code)
+            if _encode_native is None:
+                raise ValueError("native form but the native encoder is not built")
+            return _encode_native(x)
+        return encode_packed(marshal.loads(x))
+    if t is tuple:
+        return encode_packed(x)
+    return encode_exchange(x)
+
+
+def queued_time_us(x) -> int:
+    """Microseconds since the epoch of a queued exchange in any form of :func:`encode_queued`."""
+    if type(x) is bytes:
+        if x[:1] == b"\x01":
+            return _NATIVE_TIME.unpack_from(x, 2)[0]
+        x = marshal.loads(x)
+    return x[1] if type(x) is tuple else to_us(x.time)
+
+
+def queued_request_id(x) -> str:
+    """The request id of a queued exchange in any form of :func:`encode_queued` (for error
+    messages); ``"?"`` when it cannot be read."""
+    try:
+        if type(x) is bytes:
+            if x[:1] == b"\x01":
+                return _encode_native(x).request_id
+            x = marshal.loads(x)
+        return str(x[0]) if type(x) is tuple else str(getattr(x, "request_id", "?"))
+    except Exception:
+        return "?"
 
 
 def encode_packed(t: tuple) -> Encoded:

@@ -33,7 +33,6 @@ figure). Only one writer may append to a store at a time.
 from __future__ import annotations
 
 import logging
-import marshal
 import os
 import threading
 import time
@@ -48,7 +47,8 @@ from sqlalchemy import text
 from zistboom.exchange_log import merkle
 from zistboom.exchange_log.keys import LogSigner, key_path, load_or_create_signer
 from zistboom.exchange_log.models import NODE_MIN_LEVEL, LogKey
-from zistboom.exchange_log.record import DEFER_BODY_MAX, Encoded, encode_exchange, encode_gap, encode_packed, from_us
+from zistboom.exchange_log.record import (DEFER_BODY_MAX, Encoded, encode_gap, encode_queued, from_us, queued_request_id,
+                                          queued_time_us)
 from zistboom.exchange_log.spill import SpillFile
 from zistboom.exchange_log.store import ExchangeLogStore
 from zistboom.gateway.events import Exchange, ProbeResult
@@ -147,7 +147,8 @@ class ExchangeLogSink:
 
     def on_packed(self, packed: list[tuple | bytes]) -> None:
         """Queue exchanges already in :func:`~zistboom.exchange_log.record.pack_exchange` form, as
-        tuples or as their ``marshal`` bytes (the writer process queues the bytes it receives and
+        tuples, as their ``marshal`` bytes or as native frames (any form of
+        :func:`~zistboom.exchange_log.record.encode_queued`; the writer process queues the bytes it receives and
         unmarshals each just before encoding it: ~20 GC-tracked containers per record waiting in
         the queue made the cyclic GC the largest single cost of the writer process); those over
         the queue's room are dropped and counted."""
@@ -159,8 +160,7 @@ class ExchangeLogSink:
         if room > 0:
             q.extend(packed[:room])
         rest = packed[max(room, 0):]
-        first, last = (marshal.loads(t) if type(t) is bytes else t for t in (rest[0], rest[-1]))
-        self._note_dropped(len(rest), "queue_full", from_us(first[1]), from_us(last[1]))
+        self._note_dropped(len(rest), "queue_full", from_us(queued_time_us(rest[0])), from_us(queued_time_us(rest[-1])))
 
     def on_probe(self, probe: ProbeResult) -> None:
         """Health checks are not logged here (monitoring keeps them)."""
@@ -338,14 +338,11 @@ class ExchangeLogSink:
                 self._gap_reasons.clear()
             items.append(encode_gap(n, first, last, reasons, datetime.now(timezone.utc)))
             self.counters["gaps"] += 1
-        loads = marshal.loads
         for ex in batch:
             try:
-                t = type(ex)
-                items.append(encode_packed(loads(ex)) if t is bytes else encode_packed(ex) if t is tuple
-                             else encode_exchange(ex))
+                items.append(encode_queued(ex))
             except Exception as e:  # malformed exchange: count it so the loss is visible
-                rid = _request_id_of(ex)
+                rid = queued_request_id(ex)
                 self.last_error = f"bad exchange {rid}: {e}"
                 self._note_dropped(1, "unencodable", None)
         if not items:
@@ -555,13 +552,3 @@ def make_sink(db_url: str, settings=None, *, mode: str = "process", **overrides)
 
         return ProcessExchangeLogSink(db_url, cfg)
     raise ValueError("mode must be 'process' or 'thread'")
-
-
-def _request_id_of(ex) -> str:
-    """The request id of a queued exchange in any of its forms, for error messages; ``"?"``."""
-    try:
-        if type(ex) is bytes:
-            ex = marshal.loads(ex)
-        return str(ex[0]) if type(ex) is tuple else str(getattr(ex, "request_id", "?"))
-    except Exception:
-        return "?"

@@ -41,7 +41,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from zistboom.exchange_log.digest import digests_of
-from zistboom.exchange_log.record import from_us, pack_exchange, to_us
+from zistboom.exchange_log.record import from_us, pack_exchange, queued_time_us, to_us
+from zistboom.exchange_log.record import pack_native as _pack_native
 from zistboom.gateway.events import Exchange, ProbeResult
 
 # Kept light on purpose: the child must be reading its pipe within a few milliseconds of starting
@@ -100,7 +101,8 @@ class ProcessExchangeLogSink:
         try:
             q = self._q
             if len(q) < self._qmax:
-                q.append(_marshal_packed(pack_exchange(exchange, defer_digests=True)))
+                frame = _pack_native(exchange) if _pack_native is not None else None
+                q.append(frame if frame is not None else _marshal_packed(pack_exchange(exchange, defer_digests=True)))
                 if len(q) == 2000:
                     self._wake.set()  # a burst: ship now rather than at the next interval
             else:
@@ -220,7 +222,7 @@ class ProcessExchangeLogSink:
                     n = min(len(q), 1000)
                     batch = [q.popleft() for _ in range(n)]
                     if not self._send(("y", batch)):  # a list of bytes: marshal copies, nothing to walk
-                        self._child_lost(len(batch), from_us(marshal.loads(batch[0])[1]))
+                        self._child_lost(len(batch), from_us(queued_time_us(batch[0])))
                     self.counters["shipped"] += len(batch)
                 finally:
                     self._inflight = 0
