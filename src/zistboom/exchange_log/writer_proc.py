@@ -1,17 +1,18 @@
 """The exchange-log writer in a child process.
 
-Why: digests, encoding, hashing, SQL and signing cost 15-20 µs of CPU per record; in a thread of
-the gateway most of that holds the GIL the gateway's event loop needs. Here the gateway side only
-packs each finished exchange into a plain tuple
-(:func:`~zistboom.exchange_log.record.pack_exchange`, digests deferred) and marshals it (``on_exchange``,
-~1.5-2.6 µs, appended to a bounded deque as bytes), and a feeder thread ships lists of those bytes
-over a pipe to ``python -m zistboom.exchange_log.writer_proc``. The child computes the request and
-response digests from the shipped input (method, path, header lists, bodies) and runs the normal
-:class:`~zistboom.exchange_log.sink.ExchangeLogSink` writer (queue, batches, spill file, gap
-records, signing) on the tuples as they are, without rebuilding ``Exchange`` objects.
+Why: digests, encoding, hashing, SQL and signing cost ~13 µs of CPU per record (docs/exchange-log.md);
+in a thread of the gateway part of that holds the GIL the gateway's event loop needs. Here the
+gateway side only turns each finished exchange into bytes (``on_exchange``, ~1.5 µs, appended to a
+bounded deque): the native form (:data:`~zistboom.exchange_log.record.pack_native`), or else the
+marshalled :func:`~zistboom.exchange_log.record.pack_exchange` tuple, digests deferred in both.
+A feeder thread ships lists of those bytes over a pipe to ``python -m
+zistboom.exchange_log.writer_proc``. The child computes the request and response digests from the
+shipped input and runs the normal :class:`~zistboom.exchange_log.sink.ExchangeLogSink` writer
+(queue, batches, spill file, gap records, signing) on the bytes as they are
+(:func:`~zistboom.exchange_log.record.encode_queued`), without rebuilding ``Exchange`` objects.
 
 Protocol: parent → child on stdin, frames ``u32 length || marshal(message)``:
-``("y", [marshal(exchange tuple), ...])``,
+``("y", [exchange bytes (native form or marshalled tuple), ...])``,
 ``("d", n, reason, first_us, last_us)`` (records the parent dropped),
 ``("f", token)`` (flush request), ``("c",)`` (close). Child → parent on stdout, JSON lines:
 ``{"stats": {...}}`` every 100 ms, ``{"flushed": token}``, ``{"closed": true, "stats": {...}}``.
@@ -89,8 +90,8 @@ class ProcessExchangeLogSink:
     # -- gateway side --------------------------------------------------------------------------
 
     def on_exchange(self, exchange: Exchange) -> None:
-        """Queue one finished exchange as its marshalled packed tuple (≈1.5-2.6 µs); drops it,
-        counted, when the queue is full or it cannot be packed.
+        """Queue one finished exchange as bytes: its native form (≈1.5 µs), else its marshalled
+        packed tuple (≈2.6-3.6 µs); drops it, counted, when the queue is full or it cannot be packed.
 
         Why bytes and not the ``Exchange``: queued objects live ~50 ms (one ship interval), and
         ~20 container objects per exchange (the event, its attempts, the header lists of its
