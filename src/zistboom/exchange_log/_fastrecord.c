@@ -317,6 +317,9 @@ static long long floor_div(long long a, long long b) { long long q = a / b; retu
 
 /* record.iso_from_us: "YYYY-MM-DDTHH:MM:SS.ffffffZ"; -1 outside datetime's years 1..9999 */
 static int iso_of(long long us, char out[27]) {
+    /* datetime's range, 0001-01-01T00:00:00 to 9999-12-31T23:59:59.999999 (also keeps the
+     * arithmetic below far from 64-bit overflow) */
+    if (us < -62135596800000000LL || us > 253402300799999999LL) return -1;
     long long sec = floor_div(us, 1000000), frac = us - sec * 1000000;
     long long days = floor_div(sec, 86400), sod = sec - days * 86400;
     long long y;
