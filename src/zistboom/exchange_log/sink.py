@@ -147,7 +147,7 @@ class ExchangeLogSink:
 
     def on_packed(self, packed: list[tuple | bytes]) -> None:
         """Queue exchanges already in :func:`~zistboom.exchange_log.record.pack_exchange` form, as
-        tuples, as their ``marshal`` bytes or as native frames (any form of
+        tuples, as their ``marshal`` bytes or in native form (any form of
         :func:`~zistboom.exchange_log.record.encode_queued`; the writer process queues the bytes it receives and
         unmarshals each just before encoding it: ~20 GC-tracked containers per record waiting in
         the queue made the cyclic GC the largest single cost of the writer process); those over

@@ -102,8 +102,8 @@ class ProcessExchangeLogSink:
         try:
             q = self._q
             if len(q) < self._qmax:
-                frame = _pack_native(exchange) if _pack_native is not None else None
-                q.append(frame if frame is not None else _marshal_packed(pack_exchange(exchange, defer_digests=True)))
+                data = _pack_native(exchange) if _pack_native is not None else None
+                q.append(data if data is not None else _marshal_packed(pack_exchange(exchange, defer_digests=True)))
                 if len(q) == 2000:
                     self._wake.set()  # a burst: ship now rather than at the next interval
             else:
