@@ -200,3 +200,125 @@ def test_damaged_native_data_raises_value_error():
                 encode_native(bytes(bad))
             except ValueError:
                 pass
+
+
+# -- edges of the native form's buffers and limits (pinned) ---------------------------------------
+
+def _din_exchange(i: int = 11) -> Exchange:
+    ex = make_exchange(i)
+    ex.digest_input = (ex.method, ex.path, [(b"x-request-id", ex.request_id.encode())], b"{}", 200,
+                       [(b"content-type", b"application/json")], b"ok")
+    return ex
+
+
+def _set_din(ex: Exchange, k: int, v) -> Exchange:
+    d = list(ex.digest_input)
+    d[k] = v
+    ex.digest_input = tuple(d)
+    return ex
+
+
+def _edge_exchanges():
+    for a, b in [(2048, 0), (0, 2048), (1024, 1024), (2047, 1), (2049, 0), (1025, 1024)]:
+        ex = _set_din(_din_exchange(), 3, b"q" * a)
+        yield f"bodies {a}+{b}", _set_din(ex, 6, b"r" * b), a + b <= 2048
+    for n in (32, 33):  # signed header lines: up to 32 in C, more in Python
+        hs = [(b"Content-Type", b" v%03d " % (n - k)) for k in range(n)]
+        yield f"{n} signed headers", _set_din(_din_exchange(), 2, hs), n <= 32
+    big = [(b"host", b"h" * 5000)] * 40 + [(b"X-Request-Id", b"\t" + b"i" * 6000 + b"\x1f")]
+    yield "40 KiB of headers (buffers leave the stack)", _set_din(_din_exchange(), 2, big), True
+    for n in (64, 65):
+        ex = _din_exchange()
+        ex.attempts = [Attempt(f"op-{k % 3}-" + "\"" * 70, "http_5xx", 503, k + 0.0005) for k in range(n)]
+        yield f"{n} attempts", ex, n <= 64
+    ex = _din_exchange()
+    ex.path = "/" + "\x01\"\\" * 3000 + "?q=" + "x" * 5000
+    ex.client_id = "کلاینت" * 1000
+    yield "long escaped strings", ex, True
+
+
+@pytest.mark.parametrize("label, ex, native", list(_edge_exchanges()), ids=lambda v: v if isinstance(v, str) else "")
+def test_native_form_edges(label, ex, native):
+    """The 2 KiB deferred-body limit (inclusive), the 32 signed header lines and 64 attempts the C
+    side holds, and strings and messages larger than its 4 KiB stack buffers: the native form where
+    it applies, with the Python encoder's bytes; declined beyond its limits."""
+    data = pack_native(ex)  # first: pack_exchange hashes large bodies in place (clears digest_input)
+    want = encode_packed_py(pack_exchange(ex, defer_digests=True))
+    assert (data is not None) == native, label
+    if data is not None:
+        assert tuple(encode_native(data)) == tuple(want)
+    got = fast(pack_exchange(ex, defer_digests=True))
+    assert got is None or tuple(got) == tuple(want)
+
+
+# -- attempts read through Python code (duck-typed or computed fields) ----------------------------
+
+class _ComputedAttempt:
+    """An attempt whose fields are computed on access: each read returns a new str object (what
+    a property, or an Attempt subclass with one, does)."""
+
+    def __init__(self, op: str):
+        self._op = op
+
+    @property
+    def operator_id(self) -> str:
+        return "اپراتور-" + self._op  # non-ASCII: its UTF-8 lives in a buffer of its own
+
+    @property
+    def outcome(self) -> str:
+        return "".join(["http_", "5xx", "-", "ö" * 20])
+
+    status = 503
+    latency_ms = 1.5
+
+
+def test_native_form_of_attempts_with_computed_fields():
+    """Found: ``pack_native`` read each attempt's ``operator_id``/``outcome`` with
+    ``PyObject_GetAttr``, took their UTF-8 pointers, dropped the references (att_of's ``done:``)
+    and only then copied the bytes, trusting the attempt to keep the strings alive. A computed
+    field's str is freed there, so the native form carried freed memory: a different record
+    (allocator pointers, invalid UTF-8) than the Python encoder's. Must be the same record or a
+    decline."""
+    ex = _din_exchange(12)
+    ex.attempts = [_ComputedAttempt("a" * 30), _ComputedAttempt("b" * 30)]
+    want = encode_packed_py(pack_exchange(ex, defer_digests=True))
+    for _ in range(3):
+        data = pack_native(ex)
+        if data is not None:
+            assert encode_native(data).record == want.record
+
+
+_MUTATING = r"""
+from datetime import datetime, timezone
+from zistboom.exchange_log import record
+from zistboom.gateway.events import Exchange
+
+ex = Exchange("rid-1", datetime(2026, 3, 20, tzinfo=timezone.utc), None, None, None, None, None, "GET", "/x",
+              200, 1.0, digest_input=("GET", "/x", [], b"", 200, [], b""))
+
+class Att:
+    outcome, status, latency_ms = "ok", 200, 1.5
+
+    @property
+    def operator_id(self):
+        ex.attempts.clear()  # reading one attempt changes the exchange's list of them
+        return "op"
+
+ex.attempts = [Att(), Att(), Att()]
+data = record._fastrecord.pack_native(ex)
+assert data is None or record._fastrecord.encode_native(data).request_id == "rid-1"
+print("survived")
+"""
+
+
+def test_pack_native_survives_attempts_changed_while_it_reads_them():
+    """Found: ``pack_native`` took the number of attempts once and borrowed each attempt from the
+    list while reading its attributes (Python code for a property): when that code shrinks the
+    list, the next ``PySequence_Fast_GET_ITEM`` reads past it and the gateway process dies
+    (SIGSEGV) — pack_native must never crash. Run in a child process so a crash fails this test
+    only."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    r = subprocess.run([sys.executable, "-c", _MUTATING], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "survived" in r.stdout, (r.returncode, r.stderr[-2000:])

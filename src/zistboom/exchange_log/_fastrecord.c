@@ -16,7 +16,9 @@
  *    whose record encode_native can produce exactly (same checks), else None; the caller then
  *    uses pack_exchange + marshal. It never raises.
  *  - encode_native(data) returns the Encoded of the exchange it was made from (equal to
- *    encode_packed_py(pack_exchange(exchange))); damaged data raises ValueError.
+ *    encode_packed_py(pack_exchange(exchange))). Damaged data (it never leaves one installation's
+ *    two processes) raises ValueError when its structure is broken; changed string bytes may give
+ *    some other record instead, as any other corruption of a record before it is hashed would.
  *
  * Native form layout (little-endian; s = u32 length + UTF-8 / raw bytes, length 0xFFFFFFFF = None):
  *   u8 0x01 | u8 flags | i64 time_us | i64 status | i64 latency_us
@@ -441,16 +443,20 @@ out:
 }
 
 /* An attempt: a (operator_id, outcome, status, latency_ms) tuple or an events.Attempt; -1 to fall back */
-static int att_of(PyObject *a, att_t *out, int is_tuple) {
-    PyObject *op, *outcome, *st, *lat;
+static int att_of(PyObject *a, att_t *out, int is_tuple, PyObject **keep) {
+    PyObject *op = NULL, *outcome = NULL, *st = NULL, *lat = NULL;
     if (is_tuple) {
         if (!PyTuple_CheckExact(a) || PyTuple_GET_SIZE(a) != 4) return -1;
         op = PyTuple_GET_ITEM(a, 0); outcome = PyTuple_GET_ITEM(a, 1);
         st = PyTuple_GET_ITEM(a, 2); lat = PyTuple_GET_ITEM(a, 3);
         Py_INCREF(op); Py_INCREF(outcome); Py_INCREF(st); Py_INCREF(lat);
     } else {
-        op = PyObject_GetAttr(a, A_operator_id); outcome = PyObject_GetAttr(a, A_outcome);
-        st = PyObject_GetAttr(a, A_status); lat = PyObject_GetAttr(a, A_latency_ms);
+        if (!(op = PyObject_GetAttr(a, A_operator_id)) || !(outcome = PyObject_GetAttr(a, A_outcome))
+            || !(st = PyObject_GetAttr(a, A_status)) || !(lat = PyObject_GetAttr(a, A_latency_ms))) {
+            PyErr_Clear();
+            Py_XDECREF(op); Py_XDECREF(outcome); Py_XDECREF(st); Py_XDECREF(lat);
+            return -1;
+        }
     }
     int rc = -1;
     double ms;
@@ -461,6 +467,7 @@ static int att_of(PyObject *a, att_t *out, int is_tuple) {
     out->has_status = st != Py_None;
     if (out->has_status && i64_of(st, &out->status)) goto done;
     rc = 0;
+    if (keep) { keep[0] = op; keep[1] = outcome; op = outcome = NULL; } /* the caller copies, then drops them */
 done:
     Py_XDECREF(op); Py_XDECREF(outcome); Py_XDECREF(st); Py_XDECREF(lat);
     return rc;
@@ -488,7 +495,7 @@ static PyObject *encode_packed(PyObject *self, PyObject *t) {
     if (n > MAX_ATT) Py_RETURN_NONE;
     r.n_att = (int)n;
     for (Py_ssize_t i = 0; i < n; i++)
-        if (att_of(PySequence_Fast_GET_ITEM(attempts, i), &r.att[i], 1)) Py_RETURN_NONE;
+        if (att_of(PySequence_Fast_GET_ITEM(attempts, i), &r.att[i], 1, NULL)) Py_RETURN_NONE;
     if (req_d == Py_None) {
         char s1[STACK_CAP], s2[STACK_CAP];
         buf_t req, resp;
@@ -514,6 +521,7 @@ static void put_u32(buf_t *b, uint32_t v) { put(b, &v, 4); }     /* x86-64 / aar
 static void put_i64_raw(buf_t *b, long long v) { put(b, &v, 8); }
 static void put_sv(buf_t *b, sv_t s) {
     if (!s.p) { put_u32(b, 0xFFFFFFFFu); return; }
+    if (s.n >= 0xFFFFFFFF) { b->oom = 1; return; } /* beyond the u32 length: pack_native declines */
     put_u32(b, (uint32_t)s.n);
     put(b, s.p, s.n);
 }
@@ -536,7 +544,7 @@ static PyObject *pack_native(PyObject *self, PyObject *ex) {
     b_init(&resp, s2);
     PyObject *const names[9] = {A_request_id, A_client_id, A_service_id, A_operation, A_operator_id,
                                 A_caller_province, A_method, A_path, A_gateway_error};
-    PyObject *time_o = NULL, *status_o = NULL, *lat_o = NULL, *atts = NULL;
+    PyObject *time_o = NULL, *status_o = NULL, *lat_o = NULL, *atts = NULL, *att_snap = NULL;
     sv_t f[9];
     for (int i = 0; i < 9; i++) {
         GET(ex, names[i], o[i]);
@@ -560,7 +568,9 @@ static PyObject *pack_native(PyObject *self, PyObject *ex) {
     double ms;
     if (i64_of(status_o, &status) || ms_of(lat_o, &ms) || us_of_ms(ms, &lat_us)) goto decline;
     if (!PyList_CheckExact(atts) && !PyTuple_CheckExact(atts)) goto decline;
-    Py_ssize_t n_att = PySequence_Fast_GET_SIZE(atts);
+    /* reading an attempt's fields may run Python code (properties) that changes the list */
+    if (!(att_snap = PySequence_Tuple(atts))) goto fail;
+    Py_ssize_t n_att = PyTuple_GET_SIZE(att_snap);
     if (n_att > MAX_ATT) goto decline;
     int flags = 0;
     if (din == Py_None) {
@@ -583,11 +593,14 @@ static PyObject *pack_native(PyObject *self, PyObject *ex) {
     for (int i = 0; i < 9; i++) put_sv(&b, f[i]);
     put_u32(&b, (uint32_t)n_att);
     for (Py_ssize_t i = 0; i < n_att; i++) {
-        /* the attempt (alive in ex.attempts) keeps the strings whose UTF-8 a.op / a.outcome point to */
+        /* keep[] owns the strings whose UTF-8 a.op / a.outcome point to until they are copied */
         att_t a;
-        if (att_of(PySequence_Fast_GET_ITEM(atts, i), &a, 0)) goto decline;
+        PyObject *keep[2];
+        if (att_of(PyTuple_GET_ITEM(att_snap, i), &a, 0, keep)) goto decline;
         put_sv(&b, a.op);
         put_sv(&b, a.outcome);
+        Py_DECREF(keep[0]);
+        Py_DECREF(keep[1]);
         char hs = (char)a.has_status;
         put(&b, &hs, 1);
         put_i64_raw(&b, a.has_status ? a.status : 0);
@@ -615,7 +628,7 @@ decline:
     result = NULL;
 done:
     for (int i = 0; i < 9; i++) Py_XDECREF(o[i]);
-    Py_XDECREF(time_o); Py_XDECREF(status_o); Py_XDECREF(lat_o); Py_XDECREF(atts);
+    Py_XDECREF(time_o); Py_XDECREF(status_o); Py_XDECREF(lat_o); Py_XDECREF(atts); Py_XDECREF(att_snap);
     Py_XDECREF(din); Py_XDECREF(kb1); Py_XDECREF(kb2); Py_XDECREF(rd); Py_XDECREF(rsd);
     b_free(&b);
     b_free(&req);
