@@ -20,7 +20,7 @@
  *    two processes) raises ValueError when its structure is broken; changed string bytes may give
  *    some other record instead, as any other corruption of a record before it is hashed would.
  *
- * Native form layout (little-endian; s = u32 length + UTF-8 / raw bytes, length 0xFFFFFFFF = None):
+ * Native form layout (the machine's byte order; s = u32 length + UTF-8 / raw bytes, length 0xFFFFFFFF = None):
  *   u8 0x01 | u8 flags | i64 time_us | i64 status | i64 latency_us
  *   | s request_id, client_id, service_id, operation, operator_id, caller_province, method, path,
  *     gateway_error | u32 n_attempts, each: s operator_id, s outcome, u8 has_status, i64 status,
@@ -442,7 +442,10 @@ out:
     return result;
 }
 
-/* An attempt: a (operator_id, outcome, status, latency_ms) tuple or an events.Attempt; -1 to fall back */
+/* An attempt: a (operator_id, outcome, status, latency_ms) tuple or an events.Attempt; -1 to fall
+ * back. out->op / out->outcome point into str objects that must outlive their use: a tuple's own
+ * items (is_tuple), else the two references handed to the caller in keep[] (attribute reads may
+ * build new strings), which the caller drops after copying. */
 static int att_of(PyObject *a, att_t *out, int is_tuple, PyObject **keep) {
     PyObject *op = NULL, *outcome = NULL, *st = NULL, *lat = NULL;
     if (is_tuple) {
@@ -460,14 +463,12 @@ static int att_of(PyObject *a, att_t *out, int is_tuple, PyObject **keep) {
     }
     int rc = -1;
     double ms;
-    if (!op || !outcome || !st || !lat) { PyErr_Clear(); goto done; }
-    /* the record keeps these str objects' UTF-8 alive: they are owned by the attempt */
     if (sv_of_str(op, &out->op) || sv_of_str(outcome, &out->outcome) || ms_of(lat, &ms) || us_of_ms(ms, &out->lat_us))
         goto done;
     out->has_status = st != Py_None;
     if (out->has_status && i64_of(st, &out->status)) goto done;
     rc = 0;
-    if (keep) { keep[0] = op; keep[1] = outcome; op = outcome = NULL; } /* the caller copies, then drops them */
+    if (keep) { keep[0] = op; keep[1] = outcome; op = outcome = NULL; }
 done:
     Py_XDECREF(op); Py_XDECREF(outcome); Py_XDECREF(st); Py_XDECREF(lat);
     return rc;
@@ -517,7 +518,7 @@ static PyObject *encode_packed(PyObject *self, PyObject *t) {
 
 /* ---- native form --------------------------------------------------------------------------------- */
 
-static void put_u32(buf_t *b, uint32_t v) { put(b, &v, 4); }     /* x86-64 / aarch64: little-endian */
+static void put_u32(buf_t *b, uint32_t v) { put(b, &v, 4); } /* native byte order: one machine only */
 static void put_i64_raw(buf_t *b, long long v) { put(b, &v, 8); }
 static void put_sv(buf_t *b, sv_t s) {
     if (!s.p) { put_u32(b, 0xFFFFFFFFu); return; }
@@ -533,8 +534,8 @@ static Py_ssize_t defer_body_max = 2048;
 
 static PyObject *pack_native(PyObject *self, PyObject *ex) {
     (void)self;
-    PyObject *o[13] = {NULL}; /* request_id client_id service_id operation operator_id caller_province method path
-                                 gateway_error | time status latency_ms attempts */
+    PyObject *o[9] = {NULL}; /* request_id client_id service_id operation operator_id caller_province method path
+                                gateway_error: owned, so the UTF-8 in f[] stays valid */
     PyObject *din = NULL, *kb1 = NULL, *kb2 = NULL, *rd = NULL, *rsd = NULL;
     PyObject *result = NULL;
     char stack[STACK_CAP], s1[STACK_CAP], s2[STACK_CAP];
@@ -694,11 +695,11 @@ static PyObject *encode_native(PyObject *self, PyObject *data) {
         r.req_d.p = r.req_hex; r.req_d.n = 64;
         r.resp_d.p = r.resp_hex; r.resp_d.n = 64;
     }
-    PyObject *rid = PyUnicode_DecodeUTF8(r.request_id.p, r.request_id.n, NULL);
-    PyObject *cid = r.client_id.p ? PyUnicode_DecodeUTF8(r.client_id.p, r.client_id.n, NULL) : (Py_INCREF(Py_None), Py_None);
-    PyObject *us_o = PyLong_FromLongLong(r.us);
-    PyObject *res = NULL;
-    if (rid && cid && us_o) res = encoded_of(&r, rid, cid, us_o);
+    PyObject *rid = NULL, *cid = NULL, *us_o = NULL, *res = NULL;
+    if ((rid = PyUnicode_DecodeUTF8(r.request_id.p, r.request_id.n, NULL))
+        && (cid = r.client_id.p ? PyUnicode_DecodeUTF8(r.client_id.p, r.client_id.n, NULL) : (Py_INCREF(Py_None), Py_None))
+        && (us_o = PyLong_FromLongLong(r.us)))
+        res = encoded_of(&r, rid, cid, us_o);
     Py_XDECREF(rid);
     Py_XDECREF(cid);
     Py_XDECREF(us_o);

@@ -158,7 +158,7 @@ else:
     _encode_native = _fastrecord.encode_native
     pack_native = _fastrecord.pack_native
 
-_NATIVE_TIME = struct.Struct("<q")
+_NATIVE_TIME = struct.Struct("=q")  # the C side writes in the machine's byte order
 
 
 def encode_queued(x) -> Encoded:
