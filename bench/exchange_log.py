@@ -100,6 +100,44 @@ def bench_encode_and_sign(n: int) -> tuple[float, float]:
     return enc, sig
 
 
+def bench_native_vs_python(n: int) -> dict[str, float] | None:
+    """µs per record of the native encoder paths against the Python ones they replace, on the same
+    gateway-like exchanges, interleaved (best of 5 each): the gateway's packing (``pack_native`` vs
+    ``pack_exchange`` + ``marshal``) and the writer's decoding + encoding (``encode_native`` vs
+    ``marshal.loads`` + ``encode_packed_py``). None when the native encoder is not built."""
+    import gc
+    import marshal
+
+    from zistboom.exchange_log import record
+    from zistboom.exchange_log.writer_proc import _marshal_packed
+
+    if record.pack_native is None:
+        return None
+    exs = [gateway_like(i) for i in range(n)]
+    natives = [record.pack_native(ex) for ex in exs]
+    marshalled = [_marshal_packed(record.pack_exchange(ex, defer_digests=True)) for ex in exs]
+    assert all(x is not None for x in natives)
+    loads, py, enc_native = marshal.loads, record.encode_packed_py, record._fastrecord.encode_native
+    cases = {
+        "gateway: pack_exchange + marshal": lambda: [_marshal_packed(record.pack_exchange(ex, defer_digests=True))
+                                                     for ex in exs],
+        "gateway: pack_native": lambda: [record.pack_native(ex) for ex in exs],
+        "writer: marshal.loads + encode_packed_py": lambda: [py(loads(b)) for b in marshalled],
+        "writer: encode_native": lambda: [enc_native(b) for b in natives],
+    }
+    best = {k: float("inf") for k in cases}
+    gc.disable()
+    try:
+        for _ in range(5):
+            for k, f in cases.items():
+                t0 = time.perf_counter()
+                f()
+                best[k] = min(best[k], time.perf_counter() - t0)
+    finally:
+        gc.enable()
+    return {k: v / n * 1e6 for k, v in best.items()}
+
+
 def bench_gateway_side(tmp: Path, n: int) -> tuple[float, float]:
     """CPU the gateway process spends per record in process mode (on_exchange + feeder thread
     packing and shipping to the writer process), measured with thread CPU clocks."""
@@ -283,6 +321,8 @@ def main() -> None:
     ap.add_argument("--skip-gateway", action="store_true")
     ap.add_argument("--only-gateway", action="store_true")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     if args.quick:
         args.records, args.writer_records, args.seconds, args.rounds = 100_000, 50_000, 2.0, 2
     print(f"cores available: {os.cpu_count()}; python {sys.version.split()[0]}")
@@ -293,6 +333,14 @@ def main() -> None:
         enc, sig = bench_encode_and_sign(50_000)
         print(f"encode + leaf hash only:      {enc:10,.0f} records/s")
         print(f"Ed25519 tree-head signatures: {sig:10,.0f} /s")
+        nat = bench_native_vs_python(20_000)
+        if nat is None:
+            print("native record encoder: not built (the Python encoder is used)")
+        else:
+            print("native record encoder vs the Python path it replaces (µs per record, one thread, best of 5):")
+            for a, b in (("gateway: pack_exchange + marshal", "gateway: pack_native"),
+                         ("writer: marshal.loads + encode_packed_py", "writer: encode_native")):
+                print(f"  {a:42} {nat[a]:6.2f}  vs  {b.split(': ')[1]:14} {nat[b]:6.2f}  ({nat[a] / nat[b]:.1f}x)")
         (tmp / "g").mkdir()
         enq, feeder = bench_gateway_side(tmp / "g", 50_000)
         print(f"gateway-side cost per record (process mode): on_exchange {enq:.2f} µs + feeder thread "
