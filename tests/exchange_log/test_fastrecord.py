@@ -4,19 +4,24 @@
 must return exactly the same ``Encoded`` or ``None`` (then the Python encoder runs); it must never
 raise, and never accept what the Python encoder rejects. Generated exchanges include everything
 its fast path declines: kept bodies, non-ASCII and str headers, huge ints, non-finite latencies,
-times outside datetime's range, JSON control characters and lone surrogates.
+times outside datetime's range, JSON control characters and lone surrogates. The native form
+(``pack_native`` in the gateway, ``encode_native`` in the writer) must give the same records or
+decline, never crash, whatever the exchange holds (including attempts read through Python code).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from zistboom.exchange_log import record
-from zistboom.exchange_log.record import Encoded, encode_packed, encode_packed_py, pack_exchange
+from zistboom.exchange_log.record import (Encoded, encode_packed, encode_packed_py, encode_queued, pack_exchange,
+                                          queued_request_id, queued_time_us, to_us)
+from zistboom.gateway.events import Attempt, Exchange
 
 from logutil import make_exchange
 
@@ -126,10 +131,6 @@ def test_declines_kept_bodies_and_bad_floats():
 
 # -- the native form: gateway side (pack_native) to writer side (encode_native) -------------------
 
-from datetime import datetime, timedelta, timezone  # noqa: E402
-
-from zistboom.exchange_log.record import encode_queued, queued_request_id, queued_time_us, to_us  # noqa: E402
-from zistboom.gateway.events import Attempt, Exchange  # noqa: E402
 
 pack_native = record._fastrecord.pack_native
 encode_native = record._fastrecord.encode_native
