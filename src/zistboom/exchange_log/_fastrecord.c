@@ -617,9 +617,7 @@ static PyObject *pack_native(PyObject *self, PyObject *ex) {
         put_sv(&b, a);
         put_sv(&b, c);
     }
-    if (b.oom) goto decline;
-    char iso[27];
-    if (iso_of(us, iso)) goto decline;
+    if (b.oom) goto decline; /* (the time needs no check: a datetime is always within years 1..9999) */
     result = PyBytes_FromStringAndSize(b.p, b.n);
     if (!result) PyErr_Clear();
     goto done;
