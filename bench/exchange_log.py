@@ -8,6 +8,8 @@
    with the exchange log off, on a do-nothing sink and on, side by side in alternating rounds
    (wrk and an nginx operator in their own processes, as in ``bench/gateway.py``), median of
    ``--rounds`` rounds each; CPU per request of the gateway and of the writer process.
+4. With ``--instructions``: the gateway process's instructions per request (off / null / on) under
+   valgrind's callgrind, which repeat within ~3 % where req/s on a noisy VM does not.
 
 Targets from the issue: >= 20,000 records/s; 1M-record verify <= 10 s; logging costs <= 10 % of
 gateway throughput.
@@ -251,16 +253,7 @@ def bench_gateway(tmp: Path, seconds: float, rounds: int, concurrency: int) -> d
     gb = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gb)
     url = migrated_sqlite(tmp / "gw")
-    op_port = h.free_port()
-    if shutil.which("nginx"):
-        op = gb.start_nginx(gb.nginx_conf(tmp, "operator", f"""
-            listen 127.0.0.1:{op_port} backlog=4096;
-            location / {{ default_type application/json; return 200 '{gb.BODY}'; }}"""), tmp, "operator")
-        kind = "nginx return-200 operator"
-    else:
-        op = _spawn(["operator", str(op_port)])
-        kind = "aiohttp operator (nginx not installed)"
-    gb.wait_port(op_port)
+    op, op_port, kind = _start_operator(gb, h, tmp)
     print(f"  operator: {kind}; load: {'wrk, 1 thread' if gb.USE_WRK else 'python loader (wrk not installed)'}; "
           f"load average before: {os.getloadavg()[0]:.2f}")
     h.seed_registry(url, f"http://127.0.0.1:{op_port}")
@@ -309,6 +302,77 @@ def bench_gateway(tmp: Path, seconds: float, rounds: int, concurrency: int) -> d
     return out
 
 
+def bench_gateway_instructions(tmp: Path, seconds: float, concurrency: int) -> dict | None:
+    """Instructions per request of the gateway process with the exchange log off / on a do-nothing
+    sink ("null") / on: each mode once under valgrind's callgrind (user-space instructions, all
+    threads; kernel work and the writer process are not counted), with
+    instrumentation switched on only during the load (``callgrind_control -i``). Why: on a noisy
+    2-core VM the req/s of two runs of the same build differed by up to 15 % (2026-11-30, session
+    11), while these counts repeat within ~3 %. Periodic work (the feeder's 20 wake-ups and the
+    writer's 10 stats lines a second) is overstated here, since valgrind serves ~30x fewer requests
+    per second. Returns ``{"off": n, "null": n, "on": n}``; None when valgrind is not installed."""
+    import glob
+    import importlib.util
+
+    import gwharness as h
+
+    if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+        return None
+    spec = importlib.util.spec_from_file_location("bench_gateway_mod", REPO / "bench" / "gateway.py")
+    gb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gb)
+    url = migrated_sqlite(tmp / "gwi")
+    op, op_port, _ = _start_operator(gb, h, tmp)
+    h.seed_registry(url, f"http://127.0.0.1:{op_port}")
+    path = "/v1/services/fines/fines/P-12345"
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{TESTS}"}
+    out: dict = {}
+    try:
+        for mode in ("off", "null", "on"):
+            port = h.free_port()
+            var = {"off": "-", "null": "null"}.get(mode, str(tmp / "gwi" / "var"))
+            prefix = tmp / f"callgrind-{mode}"
+            gw = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                                   f"--callgrind-out-file={prefix}.%p", sys.executable, str(TESTS / "gwharness.py"),
+                                   "gateway", url, var, str(port)],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                h.wait_ready(f"http://127.0.0.1:{port}", lambda: gw.poll() is None, timeout=600)
+                gb.run_load(port, path, 8, 3.0, key=h.API_KEY)  # warm-up
+                subprocess.run(["callgrind_control", "-i", "on", str(gw.pid)], capture_output=True, timeout=60)
+                res = gb.run_load(port, path, concurrency, seconds, key=h.API_KEY)
+                subprocess.run(["callgrind_control", "-i", "off", str(gw.pid)], capture_output=True, timeout=60)
+            finally:
+                gw.terminate()
+                gw.wait(300)
+            total = 0
+            for f in glob.glob(f"{prefix}.{gw.pid}*"):
+                for line in Path(f).read_text(errors="replace").splitlines():
+                    if line.startswith(("summary:", "totals:")):
+                        total = max(total, int(line.split()[1]))
+            out[mode] = total / max(res["requests"], 1)
+    finally:
+        op.terminate()
+        op.wait(10)
+    return out
+
+
+def _start_operator(gb, h, tmp: Path):
+    """The operator the gateway forwards to: nginx ``return 200`` when installed, else the aiohttp
+    one. Returns ``(process, port, description)``."""
+    op_port = h.free_port()
+    if shutil.which("nginx"):
+        op = gb.start_nginx(gb.nginx_conf(tmp, f"operator-{op_port}", f"""
+            listen 127.0.0.1:{op_port} backlog=4096;
+            location / {{ default_type application/json; return 200 '{gb.BODY}'; }}"""), tmp, f"operator-{op_port}")
+        kind = "nginx return-200 operator"
+    else:
+        op = _spawn(["operator", str(op_port)])
+        kind = "aiohttp operator (nginx not installed)"
+    gb.wait_port(op_port)
+    return op, op_port, kind
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=1_000_000, help="store size for the verify figure")
@@ -320,6 +384,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="100k-record verify, 50k writer, 2 s rounds")
     ap.add_argument("--skip-gateway", action="store_true")
     ap.add_argument("--only-gateway", action="store_true")
+    ap.add_argument("--instructions", action="store_true",
+                    help="also count instructions per request under valgrind (off / null / on; repeatable on a "
+                         "noisy machine, where req/s is not)")
     args = ap.parse_args()
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
@@ -381,6 +448,16 @@ def main() -> None:
             ccost = (med["cpu_on"] / med["cpu_off"] - 1) * 100
             print(f"gateway process CPU per request: +{ccost:.1f} % with logging on (a CPU-bound gateway with the "
                   f"writer on another core loses {(1 - med['cpu_off'] / med['cpu_on']) * 100:.1f} % throughput)")
+        if args.instructions:
+            (tmp / "gwi").mkdir()
+            print(f"instructions per request under callgrind ({args.seconds:.0f} s of load per mode):")
+            ins = bench_gateway_instructions(tmp, args.seconds, args.concurrency)
+            if ins is None:
+                print("  valgrind / callgrind_control not installed: skipped")
+            else:
+                off = ins["off"]
+                print(f"  gateway process: off {off:,.0f} / null {ins['null']:,.0f} ({(ins['null'] / off - 1) * 100:+.1f} %) / "
+                      f"on {ins['on']:,.0f} ({(ins['on'] / off - 1) * 100:+.1f} %)")
 
 
 if __name__ == "__main__":
