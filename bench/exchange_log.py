@@ -297,6 +297,9 @@ def bench_gateway(tmp: Path, seconds: float, rounds: int, concurrency: int) -> d
         op.terminate()
         op.wait(10)
     out = {m: statistics.median(v) for m, v in res.items()}
+    # paired per round: each round's "on" against the same round's "off" (runs seconds apart), which
+    # a machine whose speed drifts over minutes disturbs less than the ratio of the two medians
+    out["paired_costs"] = sorted((1 - on / off) * 100 for on, off in zip(res["on"], res["off"]))
     out.update({f"cpu_{m}": statistics.median(v) for m, v in cpu.items()})
     out["writer_cpu"] = statistics.median(wcpu) if wcpu else float("nan")
     return out
@@ -442,6 +445,10 @@ def main() -> None:
             cost = (1 - med["on"] / med["off"]) * 100
             print(f"gateway req/s: logging off {med['off']:,.0f}, on {med['on']:,.0f} → cost {cost:.1f} % "
                   f"[target <= 10 %]")
+            pc = med["paired_costs"]
+            print(f"  cost per round (on vs the same round's off), sorted: {', '.join(f'{c:.1f}' for c in pc)} % "
+                  f"(median {statistics.median(pc):.1f} %). Two runs of the same build differed by up to 15 % on a "
+                  "noisy VM: trust many rounds, or --instructions")
             print(f"  ('null' = the gateway with a do-nothing sink: its own cost of building Exchange events and "
                   f"digests.) Gateway process CPU per request: off {med['cpu_off']:.1f} / null {med['cpu_null']:.1f} / "
                   f"on {med['cpu_on']:.1f} µs; writer process {med['writer_cpu']:.1f} µs per record")
