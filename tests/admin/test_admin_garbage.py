@@ -146,3 +146,17 @@ def test_all_write_routes_need_admin(api, province_headers):
 def test_oversized_body_is_413(api):
     r = api.post("/admin/v1/clusters", content=b"{" + b" " * 5_000_000 + b"}", headers={"Content-Type": "application/json"})
     assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+
+@pytest.mark.parametrize("name", ["\u200c", " \u200c ", "ـــ\u064b", "؟!"])
+def test_invisible_names_are_422(api, name):
+    """A name people read must have a letter or digit: ZWNJ, kashida, diacritics or punctuation alone
+    pass a length check (and ``str.strip``) but show nothing in the dashboard."""
+    r = api.post("/admin/v1/clusters", json={"id": "g-invisible", "name_fa": name, "name_en": "Cluster"})
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert "name_fa" in err["message_en"] and err["message_fa"]
+    r = api.patch("/admin/v1/clients/citizen-app-mashhad", json={"name": name})
+    assert r.status_code == 422, r.text
+    assert api.post("/admin/v1/clusters", json={"id": "g-visible", "name_fa": "خوشهٔ آزمایشی",
+                                                "name_en": "Test"}).status_code == 201

@@ -49,6 +49,7 @@ def test_train_evaluate_predict(files, capsys, monkeypatch):
 @pytest.mark.parametrize("stdin,needle", [
     ('{"text": "قبض"}\n{"text": oops}\n', "<stdin>:2: invalid JSON"),
     ('{"text": "   "}\n', "<stdin>:1: field 'text' is empty"),
+    ('{"text": "\\u200c\\u0640"}\n', "<stdin>:1: field 'text' is empty"),  # ZWNJ + kashida only
     ('{"txt": "قبض"}\n', "<stdin>:1: field 'text' is missing"),
     ('[1, 2]\n', "<stdin>:1: expected a JSON object"),
 ])

@@ -36,6 +36,9 @@ def test_ask_out_of_scope(door):
 
 
 @pytest.mark.parametrize("text,code", [("", "empty_question"), ("   \n", "empty_question"),
+                                       # nothing a reader sees: ZWNJ, kashida + a diacritic, punctuation
+                                       ("\u200c", "empty_question"), ("   \u200c  ", "empty_question"),
+                                       ("ـــ\u064b", "empty_question"), ("؟!", "empty_question"),
                                        ("ا" * 1001, "question_too_long"), (None, "question_not_text")])
 def test_bad_questions(door, text, code):
     with pytest.raises(BadQuestion) as info:

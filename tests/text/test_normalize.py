@@ -10,7 +10,7 @@ import pytest
 
 from tests.text.normalization_policy import DIFFERENCES, REASONS
 from zistboom.text import normalize
-from zistboom.text.normalize import ZWNJ, clean_zwnj, normalize_for_model
+from zistboom.text.normalize import ZWNJ, clean_zwnj, has_content, normalize_for_model
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "persian_normalization"
 
@@ -115,3 +115,12 @@ def test_blank_and_type_errors():
     assert normalize("   ") == ""
     with pytest.raises(TypeError):
         normalize(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("قبض برق", True), ("۱۲", True), ("a", True), ("  ؟ ق", True),
+    ("", False), ("   ", False), (ZWNJ, False), (f" {ZWNJ} ", False), ("ـــ\u064b", False), ("؟!،", False),
+    ("\u064e\u0650", False),
+])
+def test_has_content(text, expected):
+    assert has_content(text) is expected

@@ -20,6 +20,8 @@ from pydantic import (
     StringConstraints,
 )
 
+from zistboom.text import has_content
+
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 PROVINCE_PATTERN = r"^IR-\d{2}$"
 MAX_BIGINT = 2**63 - 1
@@ -45,6 +47,19 @@ def Text(max_length: int, min_length: int = 1) -> Any:  # noqa: N802 - a type fa
                      AfterValidator(_no_nul)]
 
 
+def _readable(value: str) -> str:
+    if not has_content(value):
+        raise ValueError("must contain a letter or digit (not only spaces, ZWNJ, kashida, diacritics or punctuation)")
+    return value
+
+
+def Name(max_length: int) -> Any:  # noqa: N802 - a type factory
+    """A :func:`Text` name people read (Persian or English): at least one letter or digit once
+    normalised (:func:`zistboom.text.has_content`), so a name of only ZWNJ or kashida is refused."""
+    return Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length),
+                     AfterValidator(_no_nul), AfterValidator(_readable)]
+
+
 def Ident(max_length: int) -> Any:  # noqa: N802
     """A lower-case identifier such as ``transport.traffic-fines`` (``[a-z0-9][a-z0-9._-]*``)."""
     return Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length,
@@ -63,23 +78,23 @@ class Body(BaseModel):
 # --- provinces ---------------------------------------------------------------------------------
 
 class ProvincePatch(Body):
-    name_fa: Text(100) | None = None
-    name_en: Text(100) | None = None
-    capital_fa: Text(100) | None = None
-    capital_en: Text(100) | None = None
+    name_fa: Name(100) | None = None
+    name_en: Name(100) | None = None
+    capital_fa: Name(100) | None = None
+    capital_en: Name(100) | None = None
 
 
 # --- clusters ----------------------------------------------------------------------------------
 
 class ClusterCreate(Body):
     id: Ident(64)
-    name_fa: Text(200)
-    name_en: Text(200)
+    name_fa: Name(200)
+    name_en: Name(200)
 
 
 class ClusterPatch(Body):
-    name_fa: Text(200) | None = None
-    name_en: Text(200) | None = None
+    name_fa: Name(200) | None = None
+    name_en: Name(200) | None = None
 
 
 # --- services ----------------------------------------------------------------------------------
@@ -89,10 +104,10 @@ class ServiceCreate(Body):
 
     id: Ident(100)
     cluster_id: Ident(64)
-    name_fa: Text(300)
-    name_en: Text(300)
-    agency_fa: Text(300)
-    agency_en: Text(300)
+    name_fa: Name(300)
+    name_en: Name(300)
+    agency_fa: Name(300)
+    agency_en: Name(300)
     service_type: Literal["G2C", "G2B", "G2G"]
     level: Literal["national", "provincial"]
     fee_rials: int = Field(0, ge=0, le=MAX_BIGINT, description="fee in Iranian rials, >= 0")
@@ -103,10 +118,10 @@ class ServiceCreate(Body):
 
 class ServicePatch(Body):
     cluster_id: Ident(64) | None = None
-    name_fa: Text(300) | None = None
-    name_en: Text(300) | None = None
-    agency_fa: Text(300) | None = None
-    agency_en: Text(300) | None = None
+    name_fa: Name(300) | None = None
+    name_en: Name(300) | None = None
+    agency_fa: Name(300) | None = None
+    agency_en: Name(300) | None = None
     service_type: Literal["G2C", "G2B", "G2G"] | None = None
     level: Literal["national", "provincial"] | None = None
     fee_rials: int | None = Field(None, ge=0, le=MAX_BIGINT)
@@ -126,8 +141,8 @@ class ContractCreate(Body):
 
 class OperatorCreate(Body):
     id: Ident(64)
-    name_fa: Text(200)
-    name_en: Text(200)
+    name_fa: Name(200)
+    name_en: Name(200)
     national_id: Text(11, 11) = Field(description="11-digit legal-entity national id with its check digit")
     home_province: ProvinceCode
     endpoints: list[Url] = Field(min_length=1, max_length=32, description="http:// base URLs (https is not supported: operators are reached over the private network)")
@@ -135,8 +150,8 @@ class OperatorCreate(Body):
 
 
 class OperatorPatch(Body):
-    name_fa: Text(200) | None = None
-    name_en: Text(200) | None = None
+    name_fa: Name(200) | None = None
+    name_en: Name(200) | None = None
     national_id: Text(11, 11) | None = None
     home_province: ProvinceCode | None = None
     endpoints: list[Url] | None = Field(None, min_length=1, max_length=32)
@@ -178,14 +193,14 @@ class LicenceAction(Body):
 
 class ClientCreate(Body):
     id: Ident(64)
-    name: Text(200)
+    name: Name(200)
     province: ProvinceCode | None = None
     services: list[Ident(100)] = Field(default_factory=list, max_length=1000,
                                        description="services this client may call (deny by default)")
 
 
 class ClientPatch(Body):
-    name: Text(200) | None = None
+    name: Name(200) | None = None
     province: ProvinceCode | None = None
 
 

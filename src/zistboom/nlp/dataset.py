@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from zistboom.text import has_content
+
 MAX_TEXT_CHARS = 1000
 
 
@@ -43,8 +45,8 @@ def parse_jsonl_line(raw: str, lineno: int, source: str = "<stdin>") -> dict:
     text = obj.get("text")
     if not isinstance(text, str):
         raise DataError(f"{source}:{lineno}: field 'text' is missing or not a string")
-    if not text.strip():
-        raise DataError(f"{source}:{lineno}: field 'text' is empty")
+    if not has_content(text):
+        raise DataError(f"{source}:{lineno}: field 'text' is empty (no letter or digit)")
     return obj
 
 

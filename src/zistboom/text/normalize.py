@@ -324,3 +324,12 @@ def normalize(text: str, *, digits: Digits = "fa") -> str:
 def normalize_for_model(text: str) -> str:
     """The form fed to encoders: :func:`normalize` with ASCII digits and one line."""
     return " ".join(normalize(text, digits="ascii").split())
+
+
+def has_content(text: str) -> bool:
+    """True when ``text`` keeps at least one letter or digit after :func:`normalize_for_model`.
+
+    A text of only spaces, ZWNJ, kashida, diacritics, punctuation or emoji has none: ``str.strip``
+    alone lets ``"\u200c"`` or ``"ـً"`` through, and a classifier would then name a service for an
+    empty question."""
+    return any(ch.isalnum() for ch in normalize_for_model(text))
