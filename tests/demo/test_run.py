@@ -54,6 +54,8 @@ def test_run_demo_survives_killed_operator(tmp_path):
     assert first.group(1) != second.group(1)
     assert re.search(r"failed\s*│\s*0\s*│", out), out[-3000:]
     assert "killed" in out
+    assert re.search(r"seeded the demo ecosystem \(31 provinces, 10 clusters, 42 services, 14 operators, \d+ licences, "
+                     r"6 client systems\)", out), out[:3000]
     # every process the demo started is gone
     for pid in re.findall(r"=(\d+)", out.split("processes:")[-1]):
         assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"

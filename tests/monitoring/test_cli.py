@@ -26,6 +26,7 @@ def test_status_command(db_url, factory, world, capsys):
     assert "سلامت" in out and "Health" in out
     assert "فارس" in out and "birth-cert" in out  # Fars has its only service out
     assert "major_outage" in out and "operational" in out
+    assert "۱ / 1" in out  # counts in Persian digits, then ASCII
 
 
 def test_status_command_bad_db(tmp_path, capsys):

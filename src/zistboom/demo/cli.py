@@ -178,7 +178,14 @@ def cmd_run(args) -> int:
                     console.print(f"[red]{exc}[/red]")
                     return 2
                 write_client_keys(var / "demo-clients.json", keys)
-                console.print("seeded the demo ecosystem (31 provinces, 42 services, 14 operators)")
+                from sqlalchemy import func, select  # noqa: PLC0415
+
+                from zistboom.registry import models as m  # noqa: PLC0415
+
+                n = {k: s.scalar(select(func.count()).select_from(t)) for k, t in (
+                    ("provinces", m.Province), ("clusters", m.Cluster), ("services", m.Service),
+                    ("operators", m.Operator), ("licences", m.Licence), ("client systems", m.ClientSystem))}
+                console.print("seeded the demo ecosystem (" + ", ".join(f"{v} {k}" for k, v in n.items()) + ")")
     finally:
         engine.dispose()
     keys = _load_demo_keys(settings, url)

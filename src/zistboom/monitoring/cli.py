@@ -9,15 +9,19 @@ import signal
 
 from zistboom.config import get_settings
 from zistboom.monitoring.settings import MonitorSettings
+from zistboom.text.digits import to_persian_digits
 
 _STYLE = {"operational": "green", "degraded": "yellow", "partial_outage": "dark_orange", "major_outage": "red",
           "unknown": "grey50"}
 
 
 def _pct(x: float | None) -> str:
-    from zistboom.text.digits import to_persian_digits
-
     return "—" if x is None else f"{x * 100:.3f}% ({to_persian_digits(f'{x * 100:.3f}').replace('.', '٫')}٪)"
+
+
+def _both(n: int) -> str:
+    """A count for the bilingual tables: Persian digits, then ASCII (``۱۲ / 12``)."""
+    return f"{to_persian_digits(n)} / {n}"
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -51,7 +55,7 @@ def _status(args: argparse.Namespace) -> int:
                     continue
                 st = doc["status"]
                 t.add_row(f"{names[cid][0]} / {names[cid][1]}", f"[{_STYLE[st]}]{doc['status_fa']} / {st}[/]",
-                          str(len(doc["services"])), str(sum(1 for i in doc["incidents"] if i["state"] != "resolved")))
+                          _both(len(doc["services"])), _both(sum(1 for i in doc["incidents"] if i["state"] != "resolved")))
             console.print(t)
             p = Table(title="وضعیت استان‌ها — Province health")
             for col in ("استان / Province", "وضعیت / Status", "خدمات / Services", "قطع / Out", "رخداد باز / Open incidents"):
@@ -63,8 +67,8 @@ def _status(args: argparse.Namespace) -> int:
                 st = doc["status"]
                 out = [x["service_id"] for x in doc["services"] if x["status"] == "major_outage"]
                 p.add_row(f"{doc['name_fa']} / {doc['name_en']} ({code})", f"[{_STYLE[st]}]{doc['status_fa']} / {st}[/]",
-                          str(len(doc["services"])), ", ".join(out) or "—",
-                          str(sum(1 for i in doc["incidents"] if i["state"] != "resolved")))
+                          _both(len(doc["services"])), ", ".join(out) or "—",
+                          _both(sum(1 for i in doc["incidents"] if i["state"] != "resolved")))
             console.print(p)
     finally:
         engine.dispose()
