@@ -142,3 +142,29 @@ def test_suspended_licence_past_its_validity_cannot_be_reinstated(seeded_db_url,
         assert s.get(m.Licence, lid).status == "suspended"
         licensing.transition(s, lid, "renew", actor="x", valid_until=utcnow() + timedelta(days=30))
         assert licensing.transition(s, lid, "reinstate", actor="x").status == "active"
+
+
+def test_two_actions_at_once_only_one_wins(seeded_db_url, session_factory):
+    """Two officers act on one pending application at the same moment (grant and reject): both read
+    "pending"; the second write must fail with 409 ``conflict`` rather than turn a granted licence
+    into a rejected one (or the reverse) with two transitions from "pending" in its history."""
+    with session_scope(session_factory) as s:
+        lid = _apply(s).id
+    a, b = session_factory(), session_factory()
+    try:
+        seen_a, seen_b = a.get(m.Licence, lid), b.get(m.Licence, lid)  # held: the sessions keep weak references
+        assert seen_a.status == seen_b.status == "pending"
+        licensing.transition(a, lid, "grant", actor="alice")
+        a.commit()
+        with pytest.raises(LicensingError) as err:
+            licensing.transition(b, lid, "reject", actor="bob")
+        assert err.value.code == "conflict" and err.value.http_status == 409 and err.value.message_fa
+        b.rollback()
+    finally:
+        a.close()
+        b.close()
+    with session_scope(session_factory) as s:
+        lic = s.get(m.Licence, lid)
+        assert lic.status == "active"
+        assert [(e.action, e.from_status, e.to_status, e.actor) for e in lic.events] == [
+            ("apply", None, "pending", "officer-1"), ("grant", "pending", "active", "alice")]

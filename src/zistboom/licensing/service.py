@@ -23,8 +23,9 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from zistboom.registry import models as m
 from zistboom.registry.db import utcnow
@@ -48,7 +49,8 @@ class LicensingError(ValueError):
     """A licensing request that cannot be carried out.
 
     Attributes:
-        code: machine-readable code (``not_found``, ``invalid_transition``, ``invalid_scope``,
+        code: machine-readable code (``not_found``, ``invalid_transition``, ``conflict`` (changed by
+            a concurrent action: 409), ``invalid_scope``,
             ``invalid_validity``, ``unknown_province``, ``unknown_operator``...).
         message_fa / message_en: what a person should read.
         http_status: 404 for unknown objects, 409 for a transition not allowed from the current
@@ -202,9 +204,23 @@ def transition(session: Session, licence_id: int, action: str, *, actor: str, re
         if valid_until <= now:
             raise LicensingError("invalid_validity", "تاریخ تمدید گذشته است؛ پایان اعتبار تازه باید در آینده باشد.",
                                  "Renewal needs a valid_until in the future.")
-        lic.valid_until = valid_until
-    lic.status = allowed[before]
-    lic.updated_at = utcnow()
+    # Compare-and-set: the status was read above, so write it only if it is still ``before``. Two
+    # actions at once (a grant and a reject from two officers) both passed the check above; with a
+    # plain assignment both committed, and a rejected application ended up active with two
+    # transitions from "pending" in its history. The guarded UPDATE lets exactly one of them win
+    # (PostgreSQL re-checks the WHERE after the other's row lock; SQLite serialises writers).
+    values: dict[str, Any] = {"status": allowed[before], "updated_at": utcnow()}
+    if action == "renew":
+        values["valid_until"] = valid_until
+    done = session.execute(update(m.Licence).where(m.Licence.id == licence_id, m.Licence.status == before)
+                           .values(**values).execution_options(synchronize_session=False))
+    if done.rowcount != 1:
+        raise LicensingError(
+            "conflict", "وضعیت این مجوز هم‌زمان با درخواست شما تغییر کرد؛ صفحه را تازه کنید و دوباره بکوشید.",
+            f"The licence changed while you were acting on it (it is no longer {before}); reload it and try again.",
+            409)
+    for key, value in values.items():
+        set_committed_value(lic, key, value)
     _record(session, lic, action, before, actor, reason, evidence)
     bump_version(session)
     return lic
@@ -220,6 +236,13 @@ def expire_due(session: Session, now: datetime | None = None, actor: str = "syst
     due = session.scalars(
         select(m.Licence).where(m.Licence.status.in_(("active", "suspended")), m.Licence.valid_until <= now)
     ).all()
+    changed = []
     for lic in due:
-        transition(session, lic.id, "expire", actor=actor, reason="validity period ended", now=now)
-    return [lic.id for lic in due]
+        try:
+            transition(session, lic.id, "expire", actor=actor, reason="validity period ended", now=now)
+        except LicensingError as exc:  # changed meanwhile by someone else (e.g. revoked): theirs stands
+            if exc.code not in ("conflict", "invalid_transition"):
+                raise
+            continue
+        changed.append(lic.id)
+    return changed
