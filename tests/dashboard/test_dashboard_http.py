@@ -310,6 +310,10 @@ def test_new_licence_then_grant_both_audited(dash):
     assert r.status_code == 422 and "سطح توافق خدمت را به درصد بنویسید" in r.text
     assert "گسترش خدمت نوبت‌دهی" in r.text and 'value="IR-21" checked' in r.text  # typed values kept
     form["sla"] = "۹۹٫۵"
+    for far in ("۹۹۹۹/۱۲/۳۱", "0001/01/01"):  # beyond 2000..2200: refused with a Persian reason, nothing stored
+        r = c.post("/licences/new", data={**form, "valid_until" if far[0] == "۹" else "valid_from": far})
+        assert r.status_code == 422 and "تاریخ‌های اعتبار باید از ۱۳۷۸/۱۰/۱۱" in r.text, r.text[:2000]
+    assert c.get("/licences").status_code == 200
     r = c.post("/licences/new", data=form)
     assert r.status_code == 303
     new_id = int(re.search(r"done=(\d+)", r.headers["location"]).group(1))

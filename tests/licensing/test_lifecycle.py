@@ -168,3 +168,20 @@ def test_two_actions_at_once_only_one_wins(seeded_db_url, session_factory):
         assert lic.status == "active"
         assert [(e.action, e.from_status, e.to_status, e.actor) for e in lic.events] == [
             ("apply", None, "pending", "officer-1"), ("grant", "pending", "active", "alice")]
+
+
+def test_validity_dates_beyond_2000_2200_are_refused(seeded_db_url, session_factory):
+    from datetime import datetime, timezone
+
+    far = datetime(9999, 12, 31, tzinfo=timezone.utc)
+    with session_scope(session_factory) as s:
+        with pytest.raises(LicensingError) as err:
+            _apply(s, valid_until=far)
+        assert err.value.code == "invalid_validity" and "2200" in err.value.message_en
+        with pytest.raises(LicensingError):
+            _apply(s, valid_from=datetime(622, 3, 20, tzinfo=timezone.utc))
+        lid = _apply(s).id
+        licensing.transition(s, lid, "grant", actor="x")
+        with pytest.raises(LicensingError) as err:
+            licensing.transition(s, lid, "renew", actor="x", valid_until=far)
+        assert err.value.code == "invalid_validity"

@@ -20,13 +20,13 @@ from pydantic import (
     StringConstraints,
 )
 
+from zistboom.licensing.service import EARLIEST_DATE, LATEST_DATE
 from zistboom.text import has_content
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 PROVINCE_PATTERN = r"^IR-\d{2}$"
 MAX_BIGINT = 2**63 - 1
-EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
-LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)
+EARLIEST, LATEST = EARLIEST_DATE, LATEST_DATE  # one range for every timestamp the API takes
 
 
 def _no_nul(value: str) -> str:

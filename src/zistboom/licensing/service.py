@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import select, update
@@ -43,6 +43,20 @@ TRANSITIONS: dict[str, dict[str, str]] = {
     "expire": {"active": "expired", "suspended": "expired"},
 }
 ACTIONS = ("apply", *TRANSITIONS)
+
+
+# Validity dates outside this range are refused (the admin API's timestamps use the same bounds):
+# a licence for the year 9999 once came in through the dashboard's form and then broke every page
+# that shows it (jdatetime cannot represent it in the Jalali calendar).
+EARLIEST_DATE = datetime(2000, 1, 1, tzinfo=timezone.utc)
+LATEST_DATE = datetime(2200, 1, 1, tzinfo=timezone.utc)
+
+
+def _check_date_range(*dates: datetime) -> None:
+    if any(not EARLIEST_DATE <= d < LATEST_DATE for d in dates):
+        raise LicensingError("invalid_validity",
+                             "تاریخ‌های اعتبار باید از ۱۳۷۸/۱۰/۱۱ تا پیش از ۱۵۷۸/۱۰/۱۱ باشند (۲۰۰۰ تا ۲۲۰۰ میلادی).",
+                             "Validity dates must be from 2000-01-01 up to (not including) 2200-01-01.")
 
 
 class LicensingError(ValueError):
@@ -110,7 +124,8 @@ def apply(session: Session, *, operator_id: str, service_id: str | None = None, 
     Args:
         provinces: ISO 3166-2 codes the operator asks to serve (at least one).
         valid_from / valid_until: aware datetimes; ``valid_until > valid_from`` and
-            ``valid_until > now`` (a validity already over cannot be applied for).
+            ``valid_until > now`` (a validity already over cannot be applied for); both within
+            :data:`EARLIEST_DATE` .. :data:`LATEST_DATE` (2000-01-01 .. 2200-01-01, exclusive).
         sla_target: contracted availability as a fraction in (0, 1).
     Raises:
         LicensingError: unknown operator/service/cluster/province (404/422), not exactly one of
@@ -138,6 +153,7 @@ def apply(session: Session, *, operator_id: str, service_id: str | None = None, 
     if valid_from.tzinfo is None or valid_until.tzinfo is None or valid_until <= valid_from:
         raise LicensingError("invalid_validity", "تاریخ پایان اعتبار باید پس از تاریخ شروع باشد.",
                              "valid_until must be after valid_from (both with a time zone).")
+    _check_date_range(valid_from, valid_until)
     if valid_until <= (now or utcnow()):
         raise LicensingError("invalid_validity", "تاریخ پایان اعتبار گذشته است؛ مجوزی که اعتبارش تمام شده را نمی‌توان درخواست کرد.",
                              "valid_until is in the past: a licence whose validity is already over cannot be applied for.")
@@ -204,6 +220,7 @@ def transition(session: Session, licence_id: int, action: str, *, actor: str, re
         if valid_until <= now:
             raise LicensingError("invalid_validity", "تاریخ تمدید گذشته است؛ پایان اعتبار تازه باید در آینده باشد.",
                                  "Renewal needs a valid_until in the future.")
+        _check_date_range(valid_until)
     # Compare-and-set: the status was read above, so write it only if it is still ``before``. Two
     # actions at once (a grant and a reject from two officers) both passed the check above; with a
     # plain assignment both committed, and a rejected application ended up active with two
