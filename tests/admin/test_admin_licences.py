@@ -154,3 +154,35 @@ def test_evidence_is_capped(api):
     assert len(api.get("/admin/v1/licences/1/events").json()["items"]) == 2  # nothing written
     ok = api.post("/admin/v1/licences/1/suspend", json={"reason": "r", "evidence": {"blob": "x" * 60_000}})
     assert ok.status_code == 200, ok.text
+
+
+def test_lapsed_licence_is_marked_expired_while_the_app_runs(seeded_db_url, var_dir):
+    """Nothing called ``expire_due``: a licence past its validity stayed "active" in its status, the
+    ``?status=active`` filter and the dashboard's counts. The admin app now runs it periodically."""
+    import time
+    from datetime import datetime, timedelta, timezone
+
+    from fastapi.testclient import TestClient
+
+    from zistboom.admin.app import create_admin_app
+
+    app = create_admin_app(seeded_db_url, var_dir=var_dir, licence_expiry_interval=0.2)
+    with TestClient(app) as c:
+        c.headers["Authorization"] = f"Bearer {app.state.token_checker.admin_token}"
+        until = datetime.now(timezone.utc) + timedelta(seconds=2)
+        r = c.post("/admin/v1/licences", json={"operator_id": "gilan-pardaz", "service_id": "health.appointment",
+                                               "provinces": ["IR-01"], "valid_from": "2026-01-01T00:00:00Z",
+                                               "valid_until": until.isoformat()})
+        assert r.status_code == 201, r.text
+        lid = r.json()["id"]
+        assert c.post(f"/admin/v1/licences/{lid}/grant", json={"reason": "ok"}).status_code == 200
+        assert c.get(f"/admin/v1/licences/{lid}").json()["status"] == "active"
+        deadline = time.monotonic() + 15
+        while c.get(f"/admin/v1/licences/{lid}").json()["status"] != "expired" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert c.get(f"/admin/v1/licences/{lid}").json()["status"] == "expired"
+        events = c.get(f"/admin/v1/licences/{lid}/events").json()["items"]
+        assert [(e["action"], e["from_status"], e["to_status"], e["actor"]) for e in events][-1] == \
+            ("expire", "active", "expired", "system")
+        assert lid not in [x["id"] for x in c.get("/admin/v1/licences", params={"status": "active"}).json()["items"]]
+    app.state.engine.dispose()

@@ -20,6 +20,8 @@ Optional parts, mounted when their modules exist:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import logging
 from contextlib import asynccontextmanager
@@ -36,7 +38,8 @@ from zistboom.admin.auth import TokenChecker
 from zistboom.admin.deps import authorize, get_session, require_admin
 from zistboom.admin.errors import ApiError, install_error_handlers
 from zistboom.config import get_settings
-from zistboom.registry.db import make_engine, make_sessionmaker
+from zistboom.licensing import expire_due
+from zistboom.registry.db import make_engine, make_sessionmaker, session_scope
 from zistboom.registry.snapshot import current_version
 
 log = logging.getLogger("zistboom.admin")
@@ -140,13 +143,36 @@ def _mount_offline_docs(app: FastAPI) -> None:
         )
 
 
-def create_admin_app(db_url: str, *, var_dir: Path | None = None) -> FastAPI:
+def _expire_once(session_factory) -> list[int]:
+    with session_scope(session_factory) as s:
+        return expire_due(s)
+
+
+async def _expire_licences(session_factory, interval: float) -> None:
+    """Every ``interval`` seconds (first at start), mark licences whose validity has ended as
+    ``expired``, audited as actor ``system`` (:func:`zistboom.licensing.expire_due`). The gateway
+    already refuses a lapsed licence by its dates; this makes its status, the ``?status=active``
+    filter, the dashboard's counts and the audit trail say so too. Several admin processes may
+    run it at once: each transition is a compare-and-set, so a licence expires once."""
+    while True:
+        try:
+            changed = await asyncio.to_thread(_expire_once, session_factory)
+            if changed:
+                log.info("licences expired: %s", ", ".join(map(str, changed)))
+        except Exception:  # the database may be down for a while: try again next round
+            log.exception("licence expiry round failed")
+        await asyncio.sleep(interval)
+
+
+def create_admin_app(db_url: str, *, var_dir: Path | None = None, licence_expiry_interval: float = 60.0) -> FastAPI:
     """Build the admin app for the database at ``db_url``.
 
     Args:
         db_url: SQLAlchemy URL of a migrated registry database.
         var_dir: where the admin token / province tokens live (default ``get_settings().var_dir``);
             the admin token is created there on first use.
+        licence_expiry_interval: seconds between rounds that mark lapsed licences ``expired``
+            while the app runs (see :func:`_expire_licences`); 0 turns it off.
     """
     settings = get_settings()
     var = Path(var_dir) if var_dir is not None else settings.var_dir
@@ -156,9 +182,15 @@ def create_admin_app(db_url: str, *, var_dir: Path | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        expiry = (asyncio.create_task(_expire_licences(session_factory, licence_expiry_interval))
+                  if licence_expiry_interval > 0 else None)
         try:
             yield
         finally:
+            if expiry is not None:
+                expiry.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await expiry
             engine.dispose()
 
     app = FastAPI(
