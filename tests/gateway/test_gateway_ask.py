@@ -64,6 +64,9 @@ def test_ask_lists_operators_in_tier_order(registry, operators, gateway, frontdo
     assert r.status_code == 400 and r.headers["x-zistboom-error"] == "bad_json"
     r = httpx.post(gw.url + "/v1/ask", json={"text": "x"}, headers={"X-Caller-Province": "IR-77"})
     assert r.status_code == 400 and r.headers["x-zistboom-error"] == "unknown_province"
+    r = httpx.post(gw.url + "/v1/ask", json={"text": "x"},
+                   headers=httpx.Headers([("X-Caller-Province", "IR-01"), ("X-Caller-Province", "IR-02")]))
+    assert r.status_code == 400 and r.headers["x-zistboom-error"] == "ambiguous_province"
 
 
 def test_ask_rate_limited_per_ip(registry, gateway, frontdoor):

@@ -47,7 +47,9 @@ system and key (Redis when ``redis_url`` is set, else in memory; see
 gets 409 ``idempotency_in_flight``, the same key on a different request 422
 ``idempotency_key_reused`` (the fingerprint covers method, target, body and the caller's
 province after defaulting), a malformed key or two ``Idempotency-Key`` headers 400
-``bad_idempotency_key``. Per-client rate limits are
+``bad_idempotency_key`` (on an idempotent operation the key is not needed, so it is neither used
+nor checked). Two ``X-Caller-Province`` headers with different values get 400
+``ambiguous_province`` rather than one of them silently. Per-client rate limits are
 shared by all replicas through the same Redis (GCRA), with the local token bucket as fallback.
 
 The route table lives in memory; a thread polls ``registry_state.version`` every
@@ -100,6 +102,8 @@ ERRORS: dict[str, tuple[int, str, str]] = {
     "not_found": (404, "نشانی درخواستی پیدا نشد.", "No such endpoint on the gateway."),
     "method_not_allowed": (405, "این روش HTTP برای این نشانی پذیرفته نیست.", "HTTP method not allowed here."),
     "unknown_province": (400, "کد استان ناشناخته است.", "Unknown province code in X-Caller-Province."),
+    "ambiguous_province": (400, "سرآیند X-Caller-Province چند بار با مقدارهای گوناگون آمده است؛ یک استان بفرستید.",
+                           "X-Caller-Province was sent more than once with different values; send one province."),
     "province_required": (400, "استان درخواست‌کننده مشخص نیست؛ سرآیند X-Caller-Province را بفرستید.",
                           "The caller's province is unknown; send the X-Caller-Province header."),
     "bad_path": (400, "نشانی درخواست بخش «.» یا «..» دارد که پذیرفته نیست.",
@@ -480,6 +484,7 @@ class Gateway:
         service_id, _, sub = rest.partition("/")
         rel_path = "/" + sub
         api_key = request_id = province_h = None
+        province_conflict = False  # two X-Caller-Province values: which one a proxy meant is unknowable
         conn_tokens: set[bytes] | None = None
         has_idem = False
         idem_key: bytes | None = None
@@ -493,7 +498,9 @@ class Gateway:
             elif n == b"x-request-id":
                 request_id = _sane_request_id(v)
             elif n == b"x-caller-province":
-                province_h = v.decode("latin-1").strip().upper()
+                p = v.decode("latin-1").strip().upper()
+                province_conflict = province_conflict or (province_h is not None and p != province_h)
+                province_h = p
             elif n == b"idempotency-key":
                 # two Idempotency-Key headers: ambiguous, answered 400 bad_idempotency_key below
                 idem_key = b"" if has_idem else v
@@ -536,6 +543,8 @@ class Gateway:
             return await self._fail(send, request_id, ex, ex_service, ex_province, method, rel_path, t_start, "unknown_operation")
         if ex is not None:
             ex.operation = op.operation_id
+        if province_conflict:
+            return await self._fail(send, request_id, ex, ex_service, ex_province, method, rel_path, t_start, "ambiguous_province")
         province = province_h or client.province
         if not province:
             return await self._fail(send, request_id, ex, ex_service, ex_province, method, rel_path, t_start, "province_required")
@@ -910,7 +919,10 @@ class Gateway:
         province = None
         for n, v in scope["headers"]:
             if n == b"x-caller-province":
-                province = v.decode("latin-1").strip().upper()
+                p = v.decode("latin-1").strip().upper()
+                if province is not None and p != province:
+                    return await self._error(send, "ambiguous_province", request_id)
+                province = p
         table = self.table
         if province and table is not None and province not in table.snapshot.provinces:
             return await self._error(send, "unknown_province", request_id)
