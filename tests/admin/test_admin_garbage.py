@@ -160,3 +160,11 @@ def test_invisible_names_are_422(api, name):
     assert r.status_code == 422, r.text
     assert api.post("/admin/v1/clusters", json={"id": "g-visible", "name_fa": "خوشهٔ آزمایشی",
                                                 "name_en": "Test"}).status_code == 201
+
+
+def test_names_are_stored_with_persian_letters_and_no_stray_zwnj(api):
+    r = api.post("/admin/v1/clusters", json={"id": "g-arabic", "name_fa": "خوشهٔ كيك\u200c", "name_en": "Cake"})
+    assert r.status_code == 201, r.text
+    assert api.get("/admin/v1/clusters/g-arabic").json()["name_fa"] == "خوشهٔ کیک"  # hamza kept, ي/ك fixed
+    r = api.patch("/admin/v1/provinces/IR-01", json={"name_fa": "گيلان\u200c"})
+    assert r.status_code == 200 and r.json()["name_fa"] == "گیلان"

@@ -124,3 +124,12 @@ def test_blank_and_type_errors():
 ])
 def test_has_content(text, expected):
     assert has_content(text) is expected
+
+
+def test_tidy_name_fixes_letters_and_stray_zwnj_only():
+    from zistboom.text import tidy_name
+
+    assert tidy_name("گيلان پرداز" + ZWNJ) == "گیلان پرداز"
+    assert tidy_name("خوشهٔ كشاورزي") == "خوشهٔ کشاورزی"  # the hamza stays: an official spelling is kept
+    assert tidy_name("کارت" + ZWNJ + "های هوشمند") == "کارت" + ZWNJ + "های هوشمند"
+    assert tidy_name("Gilan Pardaz ۱۲") == "Gilan Pardaz ۱۲"

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from zistboom.licensing.service import EARLIEST_DATE, LATEST_DATE
-from zistboom.text import has_content
+from zistboom.text import has_content, tidy_name
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 PROVINCE_PATTERN = r"^IR-\d{2}$"
@@ -50,12 +50,13 @@ def Text(max_length: int, min_length: int = 1) -> Any:  # noqa: N802 - a type fa
 def _readable(value: str) -> str:
     if not has_content(value):
         raise ValueError("must contain a letter or digit (not only spaces, ZWNJ, kashida, diacritics or punctuation)")
-    return value
+    return tidy_name(value).strip()
 
 
 def Name(max_length: int) -> Any:  # noqa: N802 - a type factory
     """A :func:`Text` name people read (Persian or English): at least one letter or digit once
-    normalised (:func:`zistboom.text.has_content`), so a name of only ZWNJ or kashida is refused."""
+    normalised (:func:`zistboom.text.has_content`), so a name of only ZWNJ or kashida is refused;
+    stored with Arabic ي/ك as Persian ی/ک and without stray ZWNJs (:func:`zistboom.text.tidy_name`)."""
     return Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length),
                      AfterValidator(_no_nul), AfterValidator(_readable)]
 

@@ -2,7 +2,7 @@
 
 from zistboom.text.digits import to_ascii_digits, to_persian_digits
 from zistboom.text.jalali import format_jalali, jalali_iso_pair
-from zistboom.text.normalize import has_content, normalize, normalize_for_model
+from zistboom.text.normalize import has_content, normalize, normalize_for_model, tidy_name
 
 __all__ = [
     "to_ascii_digits",
@@ -11,5 +11,6 @@ __all__ = [
     "jalali_iso_pair",
     "has_content",
     "normalize",
+    "tidy_name",
     "normalize_for_model",
 ]

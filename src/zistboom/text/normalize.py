@@ -326,6 +326,14 @@ def normalize_for_model(text: str) -> str:
     return " ".join(normalize(text, digits="ascii").split())
 
 
+def tidy_name(text: str) -> str:
+    """A name as people typed it, with only what is certainly wrong fixed: Arabic ``ي ى ك`` (and
+    kin) become Persian ``ی ک ه`` and ZWNJs that carry no meaning go (:func:`clean_zwnj`). Unlike
+    :func:`normalize`, no half-space is added and no hamza or digit is changed, so an official
+    spelling such as «خوشهٔ» stays as it is."""
+    return clean_zwnj(fix_arabic_letters(text))
+
+
 def has_content(text: str) -> bool:
     """True when ``text`` keeps at least one letter or digit after :func:`normalize_for_model`.
 
