@@ -186,3 +186,29 @@ def test_lapsed_licence_is_marked_expired_while_the_app_runs(seeded_db_url, var_
             ("expire", "active", "expired", "system")
         assert lid not in [x["id"] for x in c.get("/admin/v1/licences", params={"status": "active"}).json()["items"]]
     app.state.engine.dispose()
+
+
+def test_amend_racing_a_grant_is_refused(api, session_factory, monkeypatch):
+    """The amend checked "pending", then a grant committed before the amend did: the amend must not
+    change the provinces of what is by then an active licence."""
+    from zistboom.admin import routes_licences
+    from zistboom.licensing import transition
+    from zistboom.registry import models as m
+    from zistboom.registry.db import session_scope
+
+    lid = api.post("/admin/v1/licences", json=APP).json()["id"]
+    read = routes_licences._licence
+
+    def read_then_someone_grants(session, licence_id):
+        lic = read(session, licence_id)  # this request has seen "pending"...
+        with session_scope(session_factory) as other:  # ...and another officer grants meanwhile
+            transition(other, licence_id, "grant", actor="officer-2")
+        return lic
+
+    monkeypatch.setattr(routes_licences, "_licence", read_then_someone_grants)
+    assert_error(api.patch(f"/admin/v1/licences/{lid}", json={"provinces": ["IR-30"]}), 409, "conflict")
+    monkeypatch.setattr(routes_licences, "_licence", read)
+    with session_scope(session_factory) as s:
+        lic = s.get(m.Licence, lid)
+        assert lic.status == "active" and lic.provinces == ["IR-01", "IR-02"]
+        assert [e.action for e in lic.events] == ["apply", "grant"]
