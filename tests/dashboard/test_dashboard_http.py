@@ -61,6 +61,8 @@ def test_session_cookie_signature_and_expiry():
     assert signer.decode(body + "." + "0" * len(sig), now=1010) == (None, "invalid")
     assert signer.decode("", now=1010) == (None, "missing")
     assert signer.decode("garbage", now=1010) == (None, "invalid")
+    assert signer.decode("abc.\u00e9", now=1010) == (None, "invalid")  # non-ASCII: was a TypeError (500)
+    assert signer.decode(body + ".\udcff" + sig[1:], now=1010) == (None, "invalid")
 
 
 def test_parse_date_fa_jalali_persian_digits_and_errors():

@@ -116,6 +116,9 @@ def test_incident_lifecycle(client):
     assert client.post(f"/admin/v1/incidents/{iid}/notes", json={"text_fa": "  "}, headers=ADMIN).status_code == 422
     assert client.post(f"/admin/v1/incidents/{iid}/notes", content=b"{", headers=ADMIN).status_code == 422
     assert client.get("/admin/v1/incidents/99999", headers=ADMIN).status_code == 404
+    for bad in ("²", "①", "0", "1001", "-1", "1e3"):  # '²'.isdigit() is True but int() refuses it (was a 500)
+        r = client.get("/admin/v1/incidents", params={"limit": bad}, headers=ADMIN)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_limit", (bad, r.text)
     assert client.get("/admin/v1/incidents/abc", headers=ADMIN).json()["error"]["code"] == "not_found"
     for bad in ("%C2%B2", "1%C2%B2", "0", "9" * 30):  # '²' passes str.isdigit() but not int()
         assert client.get(f"/admin/v1/incidents/{bad}", headers=ADMIN).status_code == 404, bad

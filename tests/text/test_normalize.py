@@ -133,3 +133,10 @@ def test_tidy_name_fixes_letters_and_stray_zwnj_only():
     assert tidy_name("خوشهٔ كشاورزي") == "خوشهٔ کشاورزی"  # the hamza stays: an official spelling is kept
     assert tidy_name("کارت" + ZWNJ + "های هوشمند") == "کارت" + ZWNJ + "های هوشمند"
     assert tidy_name("Gilan Pardaz ۱۲") == "Gilan Pardaz ۱۲"
+
+
+def test_tidy_name_removes_bidi_overrides():
+    from zistboom.text import tidy_name
+
+    assert tidy_name("Alborz \u202eabr-live") == "Alborz abr-live"
+    assert tidy_name("\u2067گیلان\u2069 پرداز") == "گیلان پرداز"

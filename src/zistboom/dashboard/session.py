@@ -92,7 +92,10 @@ class SessionSigner:
         if not cookie:
             return None, "missing"
         body, _, sig = cookie.partition(".")
-        if not body or not sig or not hmac.compare_digest(sig, self._sig(body.encode())):
+        # compared as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, so a
+        # cookie such as "abc.é" answered 500 on every page)
+        if not body or not sig or not hmac.compare_digest(sig.encode("utf-8", "surrogateescape"),
+                                                          self._sig(body.encode("utf-8", "surrogateescape")).encode()):
             return None, "invalid"
         try:
             raw = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))

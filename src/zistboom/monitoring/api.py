@@ -157,7 +157,7 @@ def make_router(session_factory: sessionmaker[Session], require_admin: Callable[
         if state is not None and state not in (*INCIDENT_STATES, "open"):
             raise _Bad(_err(422, "invalid_state", f"وضعیت «{state}» تعریف نشده است.",
                             f"state must be one of {', '.join(INCIDENT_STATES)} or open."))
-        if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        if not re.fullmatch(r"[0-9]{1,4}", limit, flags=re.ASCII) or not 1 <= int(limit) <= 1000:  # not isdigit: '²
             raise _Bad(_err(422, "invalid_limit", "limit باید عددی بین ۱ و ۱۰۰۰ باشد.", "limit must be 1..1000."))
 
         def work():

@@ -326,12 +326,19 @@ def normalize_for_model(text: str) -> str:
     return " ".join(normalize(text, digits="ascii").split())
 
 
+# explicit bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): in a name they
+# can reverse the text around it on a page (a spoofed operator name); ZWNJ/ZWJ and the implicit
+# marks (LRM/RLM) are left alone
+_BIDI_CONTROLS_RE = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
 def tidy_name(text: str) -> str:
     """A name as people typed it, with only what is certainly wrong fixed: Arabic ``ي ى ك`` (and
-    kin) become Persian ``ی ک ه`` and ZWNJs that carry no meaning go (:func:`clean_zwnj`). Unlike
+    kin) become Persian ``ی ک ه``, ZWNJs that carry no meaning go (:func:`clean_zwnj`) and bidi
+    embedding / override / isolate controls (U+202A–U+202E, U+2066–U+2069) are removed. Unlike
     :func:`normalize`, no half-space is added and no hamza or digit is changed, so an official
     spelling such as «خوشهٔ» stays as it is."""
-    return clean_zwnj(fix_arabic_letters(text))
+    return clean_zwnj(fix_arabic_letters(_BIDI_CONTROLS_RE.sub("", text)))
 
 
 def has_content(text: str) -> bool:
