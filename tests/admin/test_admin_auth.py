@@ -76,3 +76,18 @@ def test_token_file_created_in_var_dir(api, var_dir):
     assert token.startswith("zbadmin_")
     assert (var_dir / "admin-token").stat().st_mode & 0o077 == 0
     assert api.get("/admin/v1/whoami", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_dashboard_secret_lives_in_the_apps_var_dir(seeded_db_url, tmp_path, monkeypatch):
+    """It was written under the working directory's ./var whatever var_dir said, so two apps with
+    their own var_dirs shared it and accepted each other's dashboard sessions."""
+    from zistboom.admin.app import create_admin_app
+
+    monkeypatch.chdir(tmp_path)
+    apps = [create_admin_app(seeded_db_url, var_dir=tmp_path / name) for name in ("a", "b")]
+    if not all(app.state.dashboard_mounted for app in apps):
+        pytest.fail("the dashboard should be mounted in the admin app")
+    secrets = [(tmp_path / name / "dashboard-secret").read_bytes() for name in ("a", "b")]
+    assert secrets[0] != secrets[1] and not (tmp_path / "var").exists()
+    for app in apps:
+        app.state.engine.dispose()

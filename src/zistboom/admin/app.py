@@ -176,6 +176,10 @@ def create_admin_app(db_url: str, *, var_dir: Path | None = None, licence_expiry
     """
     settings = get_settings()
     var = Path(var_dir) if var_dir is not None else settings.var_dir
+    # everything mounted here (the dashboard's cookie secret too) keeps its files in this var_dir:
+    # two apps with their own var_dirs once shared one secret under ./var, so a session from one
+    # was accepted by the other
+    settings = settings.model_copy(update={"var_dir": var})
     engine = make_engine(db_url)
     session_factory = make_sessionmaker(engine)
     checker = TokenChecker(var)
