@@ -301,3 +301,21 @@ def test_on_packed_takes_marshal_bytes_like_tuples(tmp_path, exchange_factory):
             assert store.find(ex.request_id)["record"] == encode_packed(pack_exchange(ex)).record
     finally:
         store.engine.dispose()
+
+
+def test_cli_unreadable_files_get_one_line_errors(tmp_path):
+    """A missing --public-key file, a signed tree head that is not JSON, a damaged key file: exit 2
+    with one line, not a traceback."""
+    env = {**os.environ, "ZISTBOOM_VAR_DIR": str(tmp_path), "PYTHONPATH": str(REPO / "src"),
+           "ZISTBOOM_DATABASE_URL": f"sqlite:///{tmp_path / 'none.db'}"}
+    (tmp_path / "junk.json").write_text("not json")
+    key = tmp_path / "exchange-log" / "ed25519.key"
+    key.parent.mkdir(parents=True)
+    key.write_text("-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n")
+    for cmd in (["verify", "--public-key", str(tmp_path / "missing.pem")],
+                ["consistency", str(tmp_path / "junk.json"), str(tmp_path / "junk.json")],
+                ["public-key"]):
+        r = subprocess.run([sys.executable, "-m", "zistboom", "log", *cmd], env=env, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 2, (cmd, r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr and r.stderr.startswith("error: "), (cmd, r.stderr)

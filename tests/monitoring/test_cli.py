@@ -32,3 +32,13 @@ def test_status_command(db_url, factory, world, capsys):
 def test_status_command_bad_db(tmp_path, capsys):
     assert main(["status", "--db-url", f"sqlite:///{tmp_path / 'empty.db'}"]) == 1
     assert "database not ready" in capsys.readouterr().out
+
+
+def test_bad_arguments_get_one_line_errors(db_url, factory, world, capsys):
+    assert main(["status", "--db-url", "notaurl"]) == 2  # was a sqlalchemy ArgumentError traceback
+    assert "bad database URL" in capsys.readouterr().out
+    assert main(["status", "--db-url", db_url, "--province", "XX"]) == 2  # was an empty table, exit 0
+    assert "unknown province" in capsys.readouterr().out
+    for flag, value in (("--interval", "-5"), ("--interval", "nan"), ("--timeout", "0")):  # 0 was ignored
+        assert main(["monitor", "--db-url", db_url, flag, value]) == 2
+        assert f"{flag} must be a positive number" in capsys.readouterr().err

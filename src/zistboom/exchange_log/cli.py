@@ -55,7 +55,7 @@ def register(subparsers) -> None:
     k = sub.add_parser("public-key", help="export the log's public key")
     k.add_argument("-o", "--output")
     k.add_argument("--raw", action="store_true", help="64 hex characters instead of PEM")
-    k.set_defaults(func=_public_key)
+    k.set_defaults(func=_db_errors(_public_key))
 
     c = sub.add_parser("consistency", help="prove a newer signed tree head extends an older one")
     common(c)
@@ -67,7 +67,9 @@ def register(subparsers) -> None:
 
 
 def _db_errors(fn):
-    """Turn an unreachable or unmigrated database into a one-line message and exit code 2."""
+    """Turn an unreachable or unmigrated database into a one-line message and exit code 2; the same
+    for a file that cannot be read or parsed (``--public-key``, a signed tree head, a damaged key
+    file under var/), which used to end in a traceback."""
 
     def run(args) -> int:
         from sqlalchemy.exc import SQLAlchemyError
@@ -78,6 +80,10 @@ def _db_errors(fn):
             msg = str(e).splitlines()[0]
             print(f"database error: {msg}\n(is the database reachable and migrated? `zistboom migrate`)",
                   file=sys.stderr)
+            return 2
+        except (OSError, ValueError) as e:  # orjson.JSONDecodeError and cryptography's key errors are ValueErrors
+            msg = (str(e).splitlines() or [type(e).__name__])[0]
+            print(f"error: {msg}", file=sys.stderr)
             return 2
 
     return run

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import signal
+import sys
 
 from zistboom.config import get_settings
 from zistboom.monitoring.settings import MonitorSettings
@@ -36,7 +38,11 @@ def _status(args: argparse.Namespace) -> int:
 
     console = Console()
     url = args.db_url or get_settings().resolved_database_url()
-    engine = make_engine(url)
+    try:
+        engine = make_engine(url)
+    except Exception as exc:  # a malformed URL (sqlalchemy ArgumentError), an unknown driver...
+        console.print(f"[red]نشانی پایگاه داده نامعتبر است — bad database URL: {exc}[/red]")
+        return 2
     try:
         with make_sessionmaker(engine)() as s:
             try:
@@ -46,6 +52,9 @@ def _status(args: argparse.Namespace) -> int:
             except Exception as exc:  # not migrated / unreachable
                 console.print(f"[red]پایگاه داده در دسترس نیست یا مهاجرت نشده است — database not ready: {exc}[/red]")
                 return 1
+            if args.province and args.province not in snap.provinces:  # was an empty table and exit 0
+                console.print(f"[red]استان ناشناخته — unknown province: {args.province} (e.g. IR-23)[/red]")
+                return 2
             t = Table(title="وضعیت خوشه‌ها — Cluster health", show_lines=False)
             for col in ("خوشه / Cluster", "وضعیت / Status", "خدمات / Services", "رخداد باز / Open incidents"):
                 t.add_column(col)
@@ -80,8 +89,17 @@ def _monitor(args: argparse.Namespace) -> int:
     from zistboom.monitoring.sink import make_sink
 
     url = args.db_url or get_settings().resolved_database_url()
-    settings = MonitorSettings.from_any(None, role="standalone", **({"probe_interval": args.interval} if args.interval else {}),
-                                        **({"probe_timeout": args.timeout} if args.timeout else {}))
+    for name, value in (("--interval", args.interval), ("--timeout", args.timeout)):
+        if value is not None and not (math.isfinite(value) and value > 0):  # 0 was silently the default
+            print(f"zistboom monitor: {name} must be a positive number of seconds, not {value}", file=sys.stderr)
+            return 2
+    try:
+        settings = MonitorSettings.from_any(None, role="standalone",
+                                            **({"probe_interval": args.interval} if args.interval is not None else {}),
+                                            **({"probe_timeout": args.timeout} if args.timeout is not None else {}))
+    except ValueError as exc:  # e.g. a timeout not below the interval, or a bad ZISTBOOM_MONITOR_* variable
+        print(f"zistboom monitor: {exc}", file=sys.stderr)
+        return 2
     sink = make_sink(url, settings)
     sink.start()
     prober = Prober(sink.evaluator.session_factory, sink.on_probe, settings, instance_id=sink.instance_id)
