@@ -225,6 +225,31 @@ def test_province_token_is_read_only_and_scoped(dash):
         assert s.get(m.Licence, 1).status == "active"
 
 
+def test_province_user_sees_only_its_province_on_operator_and_service_pages(dash):
+    """An IR-01 user could read another province's incident titles on an operator's page and every
+    licence (with its error budget) on operator and service pages; /incidents/{id} already said 404."""
+    from zistboom.monitoring import incidents as mon_inc
+    from zistboom.registry.db import session_scope
+
+    with session_scope(sessionmaker_for(dash["db_url"])) as s:
+        lic = next(x for x in s.query(m.Licence).order_by(m.Licence.id).all() if "IR-01" not in x.provinces)
+        svc_id = lic.service_id or s.query(m.Service).filter(m.Service.cluster_id == lic.cluster_id).first().id
+        op_id, lid, prov = lic.operator_id, lic.id, lic.provinces[0]
+        mon_inc.open_incident(s, kind="manual", key="manual:scope-test", title_fa="قطعی محرمانهٔ استان دیگر",
+                              title_en="Other province outage", service_id=svc_id, operator_id=op_id, province=prov,
+                              auto=False)
+    admin, user = client(dash["url"]), client(dash["url"])
+    login(admin, dash["token"])
+    login(user, dash["province_token"])
+    marker = f'data-licence="{lid}"'
+    for path in (f"/operators/{op_id}", f"/services/{svc_id}"):
+        seen, scoped = admin.get(path), user.get(path)
+        assert seen.status_code == scoped.status_code == 200
+        assert marker in seen.text and marker not in scoped.text, path
+    assert "قطعی محرمانهٔ استان دیگر" in admin.get(f"/operators/{op_id}").text
+    assert "قطعی محرمانهٔ استان دیگر" not in user.get(f"/operators/{op_id}").text
+
+
 def test_incident_notes_and_state_change(dash):
     from zistboom.monitoring import incidents as mon_inc
     from zistboom.registry.db import session_scope

@@ -491,6 +491,8 @@ def make_router(session_factory, token_checker, settings=None, *, cookie_secure:
             incs = data.incidents(s, data.IncidentFilter(service=svc.id, province=sess.province or ""), limit=20)
             lics = (s.query(m.Licence).filter((m.Licence.service_id == svc.id) | (m.Licence.cluster_id == svc.cluster_id))
                     .order_by(m.Licence.id).all())
+            if sess.province:  # a province user sees the licences that cover their province, as on /licences
+                lics = [lic for lic in lics if sess.province in lic.provinces]
             return render(request, "service.html", {
                 "svc": svc, "contract": contract, "contract_head": contract_head, "ops": ops, "per_prov": per_prov, "charts": charts_out,
                 "incidents": incs, "licences": lics, "operators": snap.operators,
@@ -511,6 +513,8 @@ def make_router(session_factory, token_checker, settings=None, *, cookie_secure:
             snap = data.snapshot(s)
             home = s.get(m.Province, op.home_province)
             lics = (s.query(m.Licence).filter(m.Licence.operator_id == op.id).order_by(m.Licence.id).all())
+            if sess.province:  # a province user sees the licences that cover their province, as on /licences
+                lics = [lic for lic in lics if sess.province in lic.provinces]
             health = data.operator_health(s).get(op.id)
             cards = []
             for lic in lics:
@@ -526,7 +530,7 @@ def make_router(session_factory, token_checker, settings=None, *, cookie_secure:
                 [(t, (c.availability * 100) if c else None) for t, c in ser], start=start, end=minute,
                 title_fa="دسترس‌پذیری اپراتور (تلاش‌های موفق ÷ کل تلاش‌های ارسالی)", y_label_fa="درصد (٪)",
                 window_fa="۳۰ روز گذشته، بازه‌های ۱ روزه", y_max=100, decimals=2, chart_id="operator-avail-30d")
-            incs = data.incidents(s, data.IncidentFilter(operator=op.id), limit=20)
+            incs = data.incidents(s, data.IncidentFilter(operator=op.id, province=sess.province or ""), limit=20)
             return render(request, "operator.html", {
                 "op": op, "home": home, "cards": cards, "health": health, "chart": chart, "incidents": incs,
                 "has_requests": data.has_requests(s), "has_incidents": data.has_incidents(s),
