@@ -61,6 +61,12 @@ def seed_world(factory, *, urls: dict[str, str] | None = None, sla: float = 0.99
             lic = apply(s, operator_id=op, service_id=svc, provinces=provs, valid_from=start, valid_until=end,
                         sla_target=sla, actor="test")
             transition(s, lic.id, "grant", actor="officer-1", reason="test grant")
+            # the scripted tests run on an injected clock (T0, March 2026): date the audit trail on
+            # it too, granted at valid_from, so the licence was active before any probe (the SLA
+            # window starts when a licence last became active)
+            s.flush()
+            for ev in lic.events:
+                ev.at = start
             ids[name] = lic.id
         c = m.ClientSystem(id="c1", name="سامانهٔ آزمون", province="IR-23")
         c.keys = [m.ApiKey(key_hash=hash_api_key(CLIENT_KEY), prefix=CLIENT_KEY[:8])]

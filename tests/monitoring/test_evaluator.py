@@ -145,3 +145,24 @@ def test_coverage_incident_from_live_health(factory, world):
     # a stale verdict (monitor stopped) is unknown: no new incident even though the last probe failed
     sink.on_probe(ProbeResult("op-c", at(30), False, 1.0))
     assert ev.evaluate(at(30 + 10 * 3 + 2 + 60), live=sink.health(), slo=False).opened == []
+
+
+def test_licence_is_not_sanctioned_for_downtime_before_it_became_active(factory, world):
+    """op-b was down for the first half hour; its licence was granted at minute 40. The SLA window
+    started only at reinstatements, so the licence was suspended at its first evaluation for
+    downtime from before it existed."""
+    sink = MonitoringSink(factory, S)
+    ev = Evaluator(factory, S)
+    probes(sink, "op-b", range(0, 3601, 10), down=lambda t: t < 1800)
+    sink.flush(now=at(3600))
+    with session_scope(factory) as s:
+        grant = s.scalars(select(m.LicenceEvent).where(m.LicenceEvent.licence_id == world["b"],
+                                                       m.LicenceEvent.action == "grant")).one()
+        grant.at = at(2400)
+    assert ev.evaluate(at(3600)).suspended == []
+    with factory() as s:
+        assert s.get(m.Licence, world["b"]).status == "active"
+        from zistboom.monitoring.reports import slo_report
+        row = next(r for r in slo_report(s, load_snapshot(s), at(3600), S)["licences"] if r["licence_id"] == world["b"])
+        assert row["window_from"]["iso"] == "2026-03-01T08:40:00Z"  # at(2400), the grant (minute-aligned)
+        assert row["time"]["down_s"] == 0

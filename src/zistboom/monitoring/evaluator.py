@@ -38,7 +38,7 @@ from zistboom.monitoring.models import Incident
 from zistboom.monitoring.reports import (
     MONITOR_ACTOR,
     coverage,
-    last_reinstates,
+    last_activations,
     licence_sla,
     operator_health,
     pair_state,
@@ -193,11 +193,11 @@ class Evaluator:
                 rep.resolved.append(existing.id)
 
     def _sanctions(self, session: Session, snap: RegistrySnapshot, now: datetime, rep: EvaluationReport) -> None:
-        reinstated = last_reinstates(session)
+        activated = last_activations(session)
         for lic in snap.licences:
             if lic.status != "active" or not (lic.valid_from <= now < lic.valid_until):
                 continue
-            sla = licence_sla(session, lic, now, self.settings, reinstated.get(lic.id))
+            sla = licence_sla(session, lic, now, self.settings, activated.get(lic.id))
             if not sla["breached"]:
                 continue
             measured = {k: sla[k]["availability"] for k in sla["breached_by"]}

@@ -253,12 +253,12 @@ def slo_report(session: Session, snap: RegistrySnapshot, now: datetime, settings
         ops_out.append({"service_id": s, "operator_id": o, "slo_target": slo, "requests": rq, "time": tm,
                         "alert": severity})
     licences_out = []
-    reinstated = last_reinstates(session)
+    activated = last_activations(session)
     for lic in snap.licences:
         if lic.status not in COVERING_STATUSES or (operator and lic.operator_id != operator) or (
                 service and service not in lic.service_ids):
             continue
-        licences_out.append(licence_sla(session, lic, now, settings, reinstated.get(lic.id)))
+        licences_out.append(licence_sla(session, lic, now, settings, activated.get(lic.id)))
     return {
         "now": jalali_iso_pair(now),
         "rules": [{"severity": r.severity, "long_window": r.long_window, "short_window": r.short_window,
@@ -270,28 +270,33 @@ def slo_report(session: Session, snap: RegistrySnapshot, now: datetime, settings
 # --------------------------------------------------------------------------- licence SLA
 
 
-def last_reinstates(session: Session) -> dict[int, datetime]:
-    """``{licence_id: time of its last reinstate event}``."""
-    q = select(m.LicenceEvent.licence_id, func.max(m.LicenceEvent.at)).where(
-        m.LicenceEvent.action == "reinstate").group_by(m.LicenceEvent.licence_id)
+def last_activations(session: Session) -> dict[int, datetime]:
+    """``{licence_id: time it last became active}``: its grant, a reinstatement, or a renewal of an
+    expired licence (an audited event into ``active`` from another status)."""
+    ev = m.LicenceEvent
+    q = select(ev.licence_id, func.max(ev.at)).where(
+        ev.to_status == "active", ev.from_status.is_not(None), ev.from_status != "active").group_by(ev.licence_id)
     return {lid: at for lid, at in session.execute(q)}
 
 
 def licence_sla(session: Session, lic: LicenceInfo, now: datetime, settings: MonitorSettings,
-                reinstated_at: datetime | None = None) -> dict[str, Any]:
+                active_since: datetime | None = None) -> dict[str, Any]:
     """Measure a licence's operator against its contracted SLA.
 
     Window: the last ``settings.sla_window`` seconds, starting no earlier than the first whole
-    minute after the licence's last reinstatement (a reinstated operator starts afresh).
+    minute after the licence last became active (``active_since``, :func:`last_activations`): a
+    new or reinstated licence starts afresh. (Only reinstatements counted before, so a licence
+    granted today to an operator that was down 10 days ago under an older licence was suspended
+    at its first evaluation for that old downtime.)
     By requests: the operator's attempts for the licence's services and provinces. By time: the
     operator's observed up/down seconds. ``breached`` is true when either measure, with enough
     evidence (``sanction_min_requests`` requests / ``sanction_min_known_s`` observed seconds), is
     below ``sla_target``.
     """
     start = window_start(now, settings.sla_window)
-    if reinstated_at is not None:
-        after = floor_minute(reinstated_at)
-        if after < reinstated_at:
+    if active_since is not None:
+        after = floor_minute(active_since)
+        if after < active_since:
             after += timedelta(minutes=1)
         start = max(start, after)
     req = request_counts(session, start, now, services=lic.service_ids, operators=[lic.operator_id],
