@@ -213,3 +213,25 @@ def test_make_sink_takes_the_gateways_probe_interval(db_url, factory, world, pro
 def test_make_sink_rejects_a_bad_probe_interval(db_url, bad):
     with pytest.raises(ValueError, match="probe_interval"):
         make_sink(db_url, None, evaluate=False, probe_interval_s=bad)
+
+
+def test_probe_after_a_clock_step_back_is_not_ignored(factory, world):
+    """A probe stamped an hour ahead (the clock jumped forward, then NTP stepped it back) made the
+    sink ignore every later probe as out of order: 20 minutes of failures counted no down time and
+    left the operator healthy."""
+    from datetime import timedelta
+
+    from zistboom.registry.db import utcnow
+
+    sink = MonitoringSink(factory, SETTINGS)
+    base = (utcnow() - timedelta(minutes=30)).replace(second=0, microsecond=0)  # minute-aligned, as the store is
+    for t in range(0, 601, 10):
+        sink.on_probe(ProbeResult("op-c", base + timedelta(seconds=t), True, 1.0))
+    sink.on_probe(ProbeResult("op-c", utcnow() + timedelta(hours=1), True, 1.0))  # the stray future stamp
+    for t in range(610, 1801, 10):
+        sink.on_probe(ProbeResult("op-c", base + timedelta(seconds=t), False, 1.0))
+    assert sink.health()["op-c"].healthy is False and sink.clock_steps == 1
+    sink.flush(now=base + timedelta(seconds=1800))
+    with factory() as s:
+        t = probe_totals(s, base, base + timedelta(seconds=1800), ["op-c"])["op-c"]
+        assert t.down_s == pytest.approx(1190.0) and t.up_s == pytest.approx(610.0)  # down from 610 to 1800

@@ -111,6 +111,7 @@ class MonitoringSink:
         self.evaluator = evaluator
         self.instance_id = instance_id or f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.dropped = 0
+        self.clock_steps = 0  # probes that restarted an operator's timeline after the clock stepped back
         self.flush_errors = 0
         self.last_flush_at: datetime | None = None
         self._engine = engine
@@ -170,7 +171,14 @@ class MonitoringSink:
                 if st is None:
                     st = self._ops[p.operator_id] = _OpState()
                 if st.last_time is not None and p.time <= st.last_time:
-                    return  # out of order: the interval is already accounted
+                    if st.last_time <= utcnow() + timedelta(seconds=s.max_gap):
+                        return  # out of order: the interval is already accounted
+                    # The previous probe is stamped ahead of the wall clock: the clock was stepped
+                    # back (NTP correcting a jump forward). Start this operator's timeline again
+                    # from this probe; ignoring every probe until the wall clock caught up with
+                    # the bad stamp hid a whole outage (no down time, no verdict change).
+                    st.closed = True
+                    self.clock_steps += 1
                 if st.last_time is not None and not st.closed:
                     gap = (p.time - st.last_time).total_seconds()
                     span = gap if gap <= s.max_gap else s.probe_interval
