@@ -225,6 +225,27 @@ def test_province_token_is_read_only_and_scoped(dash):
         assert s.get(m.Licence, 1).status == "active"
 
 
+def test_revoked_province_token_ends_its_dashboard_session(dash):
+    """The signed cookie stayed valid for its 8 hours after the token was removed from the table,
+    while the admin API refused the token at once."""
+    import json
+    import os
+
+    c = client(dash["url"])
+    login(c, dash["province_token"])
+    assert c.get("/").status_code == 200
+    table = dash["var_dir"] / "province-tokens.json"
+    table.write_text(json.dumps({}))
+    st = table.stat()
+    os.utime(table, (st.st_atime, st.st_mtime + 5))  # a new mtime even within the file system's resolution
+    r = c.get("/")
+    assert r.status_code == 303 and "why=revoked" in r.headers["location"]
+    assert "دیگر معتبر نیست" in c.get(r.headers["location"]).text
+    admin = client(dash["url"])
+    login(admin, dash["token"])
+    assert admin.get("/").status_code == 200  # the admin's session is untouched
+
+
 def test_province_user_sees_only_its_province_on_operator_and_service_pages(dash):
     """An IR-01 user could read another province's incident titles on an operator's page and every
     licence (with its error budget) on operator and service pages; /incidents/{id} already said 404."""

@@ -87,6 +87,20 @@ class TokenChecker:
             self._prov_mtime = mtime
         return self._prov
 
+    @staticmethod
+    def token_hash(token: str) -> str:
+        """SHA-256 hex of a token: how the province table keys tokens, and what a dashboard session
+        keeps to be checked again (:meth:`holds`)."""
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def holds(self, role: str, province: str | None, token_hash: str) -> bool:
+        """True while the token a session was opened with (``token_hash``) still gives ``role``
+        (and ``province``): a province token removed from the table ends its dashboard sessions at
+        their next request, not at their 8-hour expiry."""
+        if role == "admin":
+            return hmac.compare_digest(token_hash.encode(), self.token_hash(self.admin_token).encode())
+        return bool(token_hash) and self._province_table().get(token_hash) == province
+
     def resolve(self, token: str | None) -> Role | None:
         """The role of ``token``, or None for a missing/unknown token."""
         if not token:

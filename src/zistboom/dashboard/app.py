@@ -55,6 +55,7 @@ EXPIRY_FA = {"": "همه", "this_month": "همین ماه (شمسی)", "30d": "�
 SESSION_PROBLEM_FA = {
     "expired": "نشست شما منقضی شده است؛ لطفاً دوباره وارد شوید.",
     "invalid": "نشست شما معتبر نیست؛ لطفاً دوباره وارد شوید.",
+    "revoked": "توکنی که با آن وارد شده بودید دیگر معتبر نیست؛ با توکن معتبر دوباره وارد شوید.",
     "missing": "برای دیدن داشبورد وارد شوید.",
 }
 MIN_REASON = 5
@@ -241,7 +242,10 @@ def make_router(session_factory, token_checker, settings=None, *, cookie_secure:
         return "/".join(parts[: len(parts) - local.count("/")])
 
     def read_session(request: Request) -> tuple[DashSession | None, str | None]:
-        return signer.decode(request.cookies.get(COOKIE_NAME))
+        sess, problem = signer.decode(request.cookies.get(COOKIE_NAME))
+        if sess is not None and not token_checker.holds(sess.role, sess.province, sess.token_hash):
+            return None, "revoked"  # the token it was opened with no longer gives this role
+        return sess, problem
 
     def render(request: Request, name: str, ctx: dict[str, Any], status: int = 200,
                sess: DashSession | None = None) -> HTMLResponse:
@@ -285,7 +289,7 @@ def make_router(session_factory, token_checker, settings=None, *, cookie_secure:
         if role is None:
             msg = "توکن را وارد کنید." if not token else "توکن نادرست است. همان توکن مدیریتی (یا توکن استانی) را وارد کنید."
             return render(request, "login.html", {"next": nxt, "error": msg}, 401)
-        sess = signer.new_session(role.kind, role.province)
+        sess = signer.new_session(role.kind, role.province, token_hash=token_checker.token_hash(token))
         b = base(request)
         resp = RedirectResponse(_safe_next(nxt, b + "/"), status_code=303)
         resp.set_cookie(COOKIE_NAME, signer.encode(sess), max_age=signer.ttl_s, httponly=True, samesite="strict",

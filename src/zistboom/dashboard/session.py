@@ -39,6 +39,7 @@ class DashSession:
     province: str | None
     csrf: str
     exp: int
+    token_hash: str = ""  # SHA-256 hex of the token logged in with (TokenChecker.holds checks it again)
 
     @property
     def can_write(self) -> bool:
@@ -76,13 +77,15 @@ class SessionSigner:
     def _sig(self, body: bytes) -> str:
         return hmac.new(self.secret, body, hashlib.sha256).hexdigest()
 
-    def new_session(self, role: str, province: str | None, now: float | None = None) -> DashSession:
+    def new_session(self, role: str, province: str | None, now: float | None = None,
+                    token_hash: str = "") -> DashSession:
         now = time.time() if now is None else now
-        return DashSession(role=role, province=province, csrf=secrets.token_urlsafe(24), exp=int(now + self.ttl_s))
+        return DashSession(role=role, province=province, csrf=secrets.token_urlsafe(24), exp=int(now + self.ttl_s),
+                           token_hash=token_hash)
 
     def encode(self, sess: DashSession) -> str:
         payload = json.dumps(
-            {"role": sess.role, "province": sess.province, "csrf": sess.csrf, "exp": sess.exp},
+            {"role": sess.role, "province": sess.province, "csrf": sess.csrf, "exp": sess.exp, "tok": sess.token_hash},
             separators=(",", ":"),
         ).encode()
         body = base64.urlsafe_b64encode(payload).rstrip(b"=")
@@ -99,7 +102,8 @@ class SessionSigner:
             return None, "invalid"
         try:
             raw = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-            sess = DashSession(role=str(raw["role"]), province=raw.get("province"), csrf=str(raw["csrf"]), exp=int(raw["exp"]))
+            sess = DashSession(role=str(raw["role"]), province=raw.get("province"), csrf=str(raw["csrf"]),
+                               exp=int(raw["exp"]), token_hash=str(raw.get("tok", "")))
         except (ValueError, KeyError, TypeError):
             return None, "invalid"
         if sess.role not in ("admin", "province"):
