@@ -115,6 +115,11 @@ def test_incident_lifecycle(client):
     assert client.post(f"/admin/v1/incidents/{iid}/state", json={"state": "done"}, headers=ADMIN).status_code == 422
     assert client.post(f"/admin/v1/incidents/{iid}/notes", json={"text_fa": "  "}, headers=ADMIN).status_code == 422
     assert client.post(f"/admin/v1/incidents/{iid}/notes", content=b"{", headers=ADMIN).status_code == 422
+    # both languages capped, on a note and on a state change's note (text_en and note_fa were not)
+    r = client.post(f"/admin/v1/incidents/{iid}/notes", json={"text_fa": "کوتاه", "text_en": "x" * 5001}, headers=ADMIN)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "note_too_long"
+    r = client.post(f"/admin/v1/incidents/{iid}/state", json={"state": "monitoring", "note_fa": "ی" * 5001}, headers=ADMIN)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "note_too_long"
     assert client.get("/admin/v1/incidents/99999", headers=ADMIN).status_code == 404
     for bad in ("²", "①", "0", "1001", "-1", "1e3"):  # '²'.isdigit() is True but int() refuses it (was a 500)
         r = client.get("/admin/v1/incidents", params={"limit": bad}, headers=ADMIN)

@@ -71,15 +71,26 @@ def get_incident(session: Session, incident_id: int) -> Incident:
     return inc
 
 
+MAX_NOTE_CHARS = 5000
+
+
+def _check_note_length(*texts: str) -> None:
+    """Both languages of a note are capped (only the Persian text was: a 2,000,000-character
+    ``text_en`` was stored, and a state change's note skipped the cap altogether)."""
+    if any(len(t or "") > MAX_NOTE_CHARS for t in texts):
+        raise IncidentError("note_too_long", "متن یادداشت بیش از ۵۰۰۰ نویسه است.",
+                            f"The note is longer than {MAX_NOTE_CHARS} characters.")
+
+
 def add_note(session: Session, incident_id: int, *, text_fa: str, author: str, text_en: str = "",
              now: datetime | None = None) -> IncidentNote:
-    """Add a Persian note. Raises :class:`IncidentError` (404 unknown, 422 empty text)."""
+    """Add a Persian note. Raises :class:`IncidentError` (404 unknown, 422 empty text or either
+    language over :data:`MAX_NOTE_CHARS`)."""
     inc = get_incident(session, incident_id)
     text_fa = (text_fa or "").strip()
     if not text_fa:
         raise IncidentError("empty_note", "متن یادداشت خالی است.", "The note text (text_fa) is empty.")
-    if len(text_fa) > 5000:
-        raise IncidentError("note_too_long", "متن یادداشت بیش از ۵۰۰۰ نویسه است.", "The note is longer than 5000 characters.")
+    _check_note_length(text_fa, (text_en or "").strip())
     now = now or utcnow()
     note = IncidentNote(at=now, author=(author or "unknown")[:100], text_fa=text_fa, text_en=(text_en or "").strip())
     inc.notes.append(note)
@@ -91,7 +102,8 @@ def add_note(session: Session, incident_id: int, *, text_fa: str, author: str, t
 def change_state(session: Session, incident_id: int, state: str, *, author: str, note_fa: str = "",
                  note_en: str = "", now: datetime | None = None) -> Incident:
     """Move an incident to ``state`` (see :data:`ALLOWED`). Raises :class:`IncidentError`: 404
-    unknown incident, 422 unknown state, 409 move not allowed."""
+    unknown incident, 422 unknown state or a note over :data:`MAX_NOTE_CHARS`, 409 move not allowed."""
+    _check_note_length((note_fa or "").strip(), (note_en or "").strip())
     inc = get_incident(session, incident_id)
     if state not in INCIDENT_STATES:
         raise IncidentError("invalid_state", f"وضعیت «{state}» تعریف نشده است.",
