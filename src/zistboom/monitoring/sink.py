@@ -325,6 +325,11 @@ class MonitoringSink:
             woke = self._wake.wait(timeout=min(s.flush_interval, s.probe_interval))
             self._wake.clear()
             try:
+                # The verdicts are read before the flush, so an evaluation never acts on a verdict the
+                # store does not have yet: a probe arriving between the flush and the evaluation let
+                # an incident be resolved while monitor_operator_health still said "unhealthy"
+                # (seen on PostgreSQL, where the flush takes longer).
+                live = self.health() if self.evaluator is not None else None
                 self.flush()
                 if self.evaluator is not None:
                     mono = _time.monotonic()
@@ -333,7 +338,7 @@ class MonitoringSink:
                         self._last_incident_eval = mono
                         if due_slo:
                             self._last_slo_eval = mono
-                        self.run_evaluator(slo=due_slo)
+                        self.evaluator.evaluate(self.clock(), live=live, slo=due_slo)
             except Exception:  # keep the thread alive whatever happens
                 log.exception("monitoring background cycle failed")
 
