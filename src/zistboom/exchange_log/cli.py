@@ -34,13 +34,13 @@ def register(subparsers) -> None:
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.add_argument("--strict", action="store_true",
                    help="also fail on records after the newest signed tree head (use when the gateway is stopped)")
-    v.set_defaults(func=_db_errors(_verify))
+    v.set_defaults(func=_one_line_errors(_verify))
 
     r = sub.add_parser("receipt", help="write the JSON receipt of one exchange")
     common(r)
     r.add_argument("request_id")
     r.add_argument("-o", "--output", help="file to write (default: stdout)")
-    r.set_defaults(func=_db_errors(_receipt))
+    r.set_defaults(func=_one_line_errors(_receipt))
 
     vr = sub.add_parser("verify-receipt", help="check a receipt offline, without the database")
     vr.add_argument("file")
@@ -50,23 +50,23 @@ def register(subparsers) -> None:
     s = sub.add_parser("sth", help="print the latest signed tree head")
     common(s)
     s.add_argument("-o", "--output")
-    s.set_defaults(func=_db_errors(_sth))
+    s.set_defaults(func=_one_line_errors(_sth))
 
     k = sub.add_parser("public-key", help="export the log's public key")
     k.add_argument("-o", "--output")
     k.add_argument("--raw", action="store_true", help="64 hex characters instead of PEM")
-    k.set_defaults(func=_db_errors(_public_key))
+    k.set_defaults(func=_one_line_errors(_public_key))
 
     c = sub.add_parser("consistency", help="prove a newer signed tree head extends an older one")
     common(c)
     c.add_argument("old_sth")
     c.add_argument("new_sth")
-    c.set_defaults(func=_db_errors(_consistency))
+    c.set_defaults(func=_one_line_errors(_consistency))
 
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def _db_errors(fn):
+def _one_line_errors(fn):
     """Turn an unreachable or unmigrated database into a one-line message and exit code 2; the same
     for a file that cannot be read or parsed (``--public-key``, a signed tree head, a damaged key
     file under var/), which used to end in a traceback."""

@@ -221,26 +221,37 @@ def transition(session: Session, licence_id: int, action: str, *, actor: str, re
             raise LicensingError("invalid_validity", "تاریخ تمدید گذشته است؛ پایان اعتبار تازه باید در آینده باشد.",
                                  "Renewal needs a valid_until in the future.")
         _check_date_range(valid_until)
-    # Compare-and-set: the status was read above, so write it only if it is still ``before``. Two
-    # actions at once (a grant and a reject from two officers) both passed the check above; with a
-    # plain assignment both committed, and a rejected application ended up active with two
-    # transitions from "pending" in its history. The guarded UPDATE lets exactly one of them win
-    # (PostgreSQL re-checks the WHERE after the other's row lock; SQLite serialises writers).
     values: dict[str, Any] = {"status": allowed[before], "updated_at": utcnow()}
     if action == "renew":
         values["valid_until"] = valid_until
-    done = session.execute(update(m.Licence).where(m.Licence.id == licence_id, m.Licence.status == before)
+    claim(session, lic, before, **values)
+    _record(session, lic, action, before, actor, reason, evidence)
+    bump_version(session)
+    return lic
+
+
+def claim(session: Session, lic: m.Licence, expected: str, /, **values: Any) -> None:
+    """Write ``values`` to ``lic`` only if its status in the database is still ``expected``
+    (compare-and-set), and hold the row until the transaction ends.
+
+    Why: a request reads the status, checks it, then writes. Two actions at once (a grant and a
+    reject from two officers) both passed the check, and with plain assignments both committed: a
+    rejected application ended up active with two transitions from "pending" in its history. The
+    guarded ``UPDATE`` lets exactly one win (PostgreSQL re-checks the WHERE after the other's row
+    lock; SQLite serialises writers).
+
+    Raises:
+        LicensingError: ``conflict`` (409) when the status changed meanwhile.
+    """
+    done = session.execute(update(m.Licence).where(m.Licence.id == lic.id, m.Licence.status == expected)
                            .values(**values).execution_options(synchronize_session=False))
     if done.rowcount != 1:
         raise LicensingError(
             "conflict", "وضعیت این مجوز هم‌زمان با درخواست شما تغییر کرد؛ صفحه را تازه کنید و دوباره بکوشید.",
-            f"The licence changed while you were acting on it (it is no longer {before}); reload it and try again.",
+            f"The licence changed while you were acting on it (it is no longer {expected}); reload it and try again.",
             409)
     for key, value in values.items():
         set_committed_value(lic, key, value)
-    _record(session, lic, action, before, actor, reason, evidence)
-    bump_version(session)
-    return lic
 
 
 def expire_due(session: Session, now: datetime | None = None, actor: str = "system") -> list[int]:

